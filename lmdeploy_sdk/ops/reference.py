@@ -1,0 +1,112 @@
+"""Plain-torch ops: the ground truth for the native kernels and the CPU path.
+
+Every function here is the definition of its op; lmdeploy_sdk.native must match
+it (tests/gpu compares them on random inputs).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from lmdeploy_sdk.ops.metadata import AttentionMetadata
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    # x: [T, H] (or [T, heads, D] normalised over the last dim); weight: [H]
+    xf = x.float()
+    xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * xf.to(x.dtype)
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """residual <- x + residual; returns (rms_norm(residual), residual)."""
+    # x, residual: [T, H]
+    summed = x + residual
+    return rms_norm(summed, weight, eps), summed
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rotary embedding, GPT-NeoX layout (rotate_half), as HF Llama/Qwen/Mistral/InternLM2.
+
+    cos_sin: [max_positions, D] float32, first D/2 columns cos, last D/2 sin
+    (already multiplied by the rope attention scaling, if any).
+    """
+    # q: [T, Hq, D], k: [T, Hkv, D], positions: [T] int64
+    half = q.shape[-1] // 2
+    cs = cos_sin.index_select(0, positions)  # [T, D]
+    cos = cs[:, :half].unsqueeze(1)  # [T, 1, D/2]
+    sin = cs[:, half:].unsqueeze(1)
+
+    def rotate(x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        x1, x2 = xf[..., :half], xf[..., half:]
+        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).to(x.dtype)
+
+    return rotate(q), rotate(k)
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    # x: [T, 2I] (gate | up) -> [T, I]
+    gate, up = x.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+def store_kv(
+    k: torch.Tensor,
+    v: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write the new tokens' keys and values into the paged cache, in place."""
+    # k, v: [T, Hkv, D]; k_cache, v_cache: [num_blocks, block_size, Hkv, D]; slot_mapping: [T]
+    nb, bs, h, d = k_cache.shape
+    k_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
+    v_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+
+
+def gather_kv(
+    cache: torch.Tensor, block_table: torch.Tensor, length: int
+) -> torch.Tensor:
+    """The first `length` cached tokens of one sequence, in order."""
+    # cache: [num_blocks, block_size, Hkv, D]; block_table: [max_blocks] -> [length, Hkv, D]
+    bs = cache.shape[1]
+    nblocks = (length + bs - 1) // bs
+    return cache.index_select(0, block_table[:nblocks].long()).flatten(0, 1)[:length]
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of each sequence's new tokens over its whole cached context.
+
+    Covers prefill, chunked prefill, prefill on a cached prefix and decode alike
+    (see AttentionMetadata). GQA: query head h reads kv head h // (Hq // Hkv).
+    """
+    # q: [T, Hq, D] -> out: [T, Hq, D]
+    out = torch.empty_like(q)
+    hq, hkv = q.shape[1], k_cache.shape[2]
+    start = 0
+    for b, (q_len, kv_len) in enumerate(zip(meta.q_lens_cpu, meta.kv_lens_cpu)):
+        qb = q[start : start + q_len].transpose(0, 1).float()  # [Hq, q_len, D]
+        kb = gather_kv(k_cache, meta.block_tables[b], kv_len).transpose(0, 1).float()  # [Hkv, kv_len, D]
+        vb = gather_kv(v_cache, meta.block_tables[b], kv_len).transpose(0, 1).float()
+        if hq != hkv:
+            kb = kb.repeat_interleave(hq // hkv, dim=0)  # [Hq, kv_len, D]
+            vb = vb.repeat_interleave(hq // hkv, dim=0)
+        scores = torch.matmul(qb, kb.transpose(1, 2)) * scale  # [Hq, q_len, kv_len]
+        q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device).unsqueeze(1)
+        k_pos = torch.arange(kv_len, device=q.device).unsqueeze(0)
+        scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
+        probs = torch.softmax(scores, dim=-1)
+        out[start : start + q_len] = torch.matmul(probs, vb).transpose(0, 1).to(q.dtype)
+        start += q_len
+    return out

