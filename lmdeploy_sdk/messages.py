@@ -92,8 +92,8 @@ class GenerationConfig:
 
     @property
     def greedy(self) -> bool:
-        """Sampling reduces to argmax (LMDeploy: do_sample=False, or top_k == 1)."""
-        return not self.do_sample or self.top_k == 1 or self.temperature == 0.0
+        """Argmax decoding: do_sample=False (LMDeploy's default) or temperature 0."""
+        return not self.do_sample or self.temperature == 0.0
 
     def replace(self, **changes) -> "GenerationConfig":
         _reject_unknown(GenerationConfig, changes)

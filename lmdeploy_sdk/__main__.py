@@ -1,0 +1,3 @@
+from lmdeploy_sdk.cli.main import main
+
+raise SystemExit(main())

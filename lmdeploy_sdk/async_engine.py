@@ -1,0 +1,97 @@
+"""asyncio front end of the engine, used by the server and the shims.
+
+Nothing here blocks the event loop on the GPU: requests go to the engine thread
+and outputs come back through an asyncio.Queue per request.
+"""
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+from typing import AsyncIterator
+
+from lmdeploy_sdk import prompts
+from lmdeploy_sdk.engine.engine import EngineStats
+from lmdeploy_sdk.engine.factory import LoadedModel, load
+from lmdeploy_sdk.engine.request import Request, error_response
+from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
+
+
+class AsyncEngine:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        backend_config: TurbomindEngineConfig | None = None,
+        chat_template_config: ChatTemplateConfig | None = None,
+        model_name: str | None = None,
+        *,
+        loaded: LoadedModel | None = None,
+    ):
+        """Load a model, or (loaded=...) share the one a Pipeline already holds."""
+        self._loaded = loaded or load(model_path, backend_config, chat_template_config, model_name)
+        self._owns = loaded is None
+        self.model_name = model_name or self._loaded.model_name
+        self.tokenizer = self._loaded.tokenizer
+        self.session_len = self._loaded.session_len
+        self.backend_config = self._loaded.backend_config
+
+    async def generate(
+        self,
+        prompt: prompts.Prompt,
+        gen_config: GenerationConfig | None = None,
+        *,
+        session_id: int | None = None,
+        request_id: str | None = None,
+        do_preprocess: bool = True,
+    ) -> AsyncIterator[Response]:
+        """Yield Response deltas; the last one carries finish_reason. Errors come back as responses."""
+        gen_config = gen_config or GenerationConfig()
+        if gen_config.n != 1:
+            raise ValueError(f"AsyncEngine.generate runs one sequence; got n={gen_config.n} (fan out n yourself)")
+        try:
+            ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+        except (ValueError, TypeError) as e:
+            yield error_response(ErrorCode.INVALID_REQUEST, str(e))
+            return
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Response] = asyncio.Queue()
+        rid = request_id or uuid.uuid4().hex
+
+        def emit(resp: Response) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, resp)
+            except RuntimeError:  # the loop is gone; the request is aborted below
+                pass
+
+        self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id))
+        finished = False
+        try:
+            while not finished:
+                resp = await queue.get()
+                finished = resp.finish_reason is not None
+                yield resp
+        finally:
+            if not finished:  # consumer left early: stop the sequence and free its KV
+                self._loaded.engine.abort(rid)
+
+    async def abort(self, request_id: str) -> bool:
+        known = request_id in self._loaded.engine.states
+        self._loaded.engine.abort(request_id)
+        return known
+
+    async def end_session(self, session_id: int) -> None:
+        self._loaded.engine.end_session(session_id)
+
+    def stats(self) -> EngineStats:
+        return self._loaded.engine.stats()
+
+    def close(self) -> None:
+        if self._owns:
+            self._loaded.close()
+
+    async def __aenter__(self) -> "AsyncEngine":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        self.close()

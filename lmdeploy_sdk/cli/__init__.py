@@ -1,0 +1,1 @@
+"""The `lmdeploy-sdk` command line (also `python -m lmdeploy_sdk`)."""

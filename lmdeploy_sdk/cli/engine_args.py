@@ -1,0 +1,45 @@
+"""Engine flags shared by `chat` and `serve api_server`."""
+from __future__ import annotations
+
+import argparse
+
+from lmdeploy_sdk.messages import TurbomindEngineConfig
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("engine")
+    g.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
+    g.add_argument("--model-format", default=None, choices=["hf", "awq"])
+    g.add_argument("--tp", type=int, default=1)
+    g.add_argument("--session-len", type=int, default=None)
+    g.add_argument("--max-batch-size", type=int, default=None)
+    g.add_argument("--cache-max-entry-count", type=float, default=0.8,
+                   help="fraction of free memory for the KV cache (a value >= 1 is a number of blocks)")
+    g.add_argument("--cache-block-seq-len", type=int, default=64)
+    g.add_argument("--enable-prefix-caching", action="store_true")
+    g.add_argument("--quant-policy", type=int, default=0, choices=[0, 4, 8])
+    g.add_argument("--rope-scaling-factor", type=float, default=0.0)
+    g.add_argument("--max-prefill-token-num", type=int, default=8192)
+    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+
+
+def engine_config(args: argparse.Namespace) -> TurbomindEngineConfig:
+    cache = args.cache_max_entry_count
+    if cache >= 1:
+        if cache != int(cache):
+            raise SystemExit(f"--cache-max-entry-count {cache}: a value >= 1 must be a whole number of blocks")
+        cache = int(cache)
+    return TurbomindEngineConfig(
+        dtype=args.dtype,
+        model_format=args.model_format,
+        tp=args.tp,
+        session_len=args.session_len,
+        max_batch_size=args.max_batch_size,
+        cache_max_entry_count=cache,
+        cache_block_seq_len=args.cache_block_seq_len,
+        enable_prefix_caching=args.enable_prefix_caching,
+        quant_policy=args.quant_policy,
+        rope_scaling_factor=args.rope_scaling_factor,
+        max_prefill_token_num=args.max_prefill_token_num,
+        device=args.device,
+    )

@@ -1,0 +1,353 @@
+"""The engine loop: one thread that admits requests, steps the batch and emits outputs.
+
+Callers never touch engine state directly: they post commands (add, abort,
+end_session, call) to a queue; the loop applies them between steps. Outputs
+leave through each request's `emit` callback, called on the engine thread.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import secrets
+import threading
+import traceback
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from lmdeploy_sdk.engine.block_manager import BlockManager
+from lmdeploy_sdk.engine.request import Request, RequestState, error_response
+from lmdeploy_sdk.engine.runner import ModelRunner
+from lmdeploy_sdk.engine.sampler import Sampler, SamplingParams, SamplingRow
+from lmdeploy_sdk.engine.scheduler import Scheduler
+from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
+from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.stop_strings import StopStringMatcher
+from lmdeploy_sdk.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EngineStats:
+    running: int
+    waiting: int
+    blocks_total: int
+    blocks_free: int
+    blocks_used: int
+    prompt_tokens_total: int
+    generated_tokens_total: int
+    sessions: int
+    preemptions_total: int
+
+
+def common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class Engine:
+    def __init__(
+        self,
+        runner: ModelRunner,
+        tokenizer: Tokenizer,
+        block_manager: BlockManager,
+        max_batch_size: int,
+        max_prefill_tokens: int,
+        session_len: int,
+        vocab_size: int,
+    ):
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.bm = block_manager
+        self.session_len = session_len
+        self.vocab_size = vocab_size
+        self.scheduler = Scheduler(block_manager, max_batch_size, max_prefill_tokens, self._evict_idle)
+        self.sampler = Sampler()
+        self.states: dict[str, RequestState] = {}  # request_id -> live request
+        self.sessions: dict[int, Sequence] = {}  # session_id -> its sequence (kept between requests)
+        self._seq_ids = 0
+        # Ids handed to Pipeline sessions; high so they don't meet ids that API users pick.
+        self._session_ids = itertools.count(1 << 40)
+        self._prompt_tokens = 0
+        self._generated_tokens = 0
+        self._commands: queue.Queue = queue.Queue()
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lmdeploy-sdk-engine", daemon=True)
+        self._thread.start()
+
+    # ---- thread-safe API --------------------------------------------------------------
+    def submit(self, request: Request) -> None:
+        if self._closed.is_set():
+            request.emit(error_response(ErrorCode.ENGINE_CLOSED, "the engine is closed"))
+            return
+        self._commands.put(("add", request))
+
+    def abort(self, request_id: str) -> None:
+        self._commands.put(("abort", request_id))
+
+    def end_session(self, session_id: int) -> None:
+        self._commands.put(("end_session", session_id))
+
+    def call(self, fn: Callable[["Engine"], Any]) -> Future:
+        """Run fn(engine) on the engine thread between steps."""
+        fut: Future = Future()
+        if self._closed.is_set():
+            fut.set_exception(RuntimeError("the engine is closed"))
+        else:
+            self._commands.put(("call", (fn, fut)))
+        return fut
+
+    def new_session_id(self) -> int:
+        return next(self._session_ids)
+
+    def check_invariants(self) -> None:
+        """Block-manager invariants over every sequence the engine holds (engine thread only)."""
+        live = {id(s): s for s in self.sessions.values()}
+        for s in list(self.scheduler.running) + list(self.scheduler.waiting):
+            live[id(s)] = s
+        self.bm.check_invariants(list(live.values()))
+
+    def stats(self) -> EngineStats:
+        return EngineStats(
+            running=len(self.scheduler.running),
+            waiting=len(self.scheduler.waiting),
+            blocks_total=self.bm.num_blocks,
+            blocks_free=self.bm.num_free_blocks,
+            blocks_used=self.bm.num_used_blocks,
+            prompt_tokens_total=self._prompt_tokens,
+            generated_tokens_total=self._generated_tokens,
+            sessions=len(self.sessions),
+            preemptions_total=self.scheduler.num_preemptions,
+        )
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._commands.put(("close", None))
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+    # ---- engine thread ----------------------------------------------------------------
+    def _loop(self) -> None:
+        while True:
+            block = not self.scheduler.has_work
+            try:
+                while True:
+                    kind, arg = self._commands.get(block=block, timeout=None)
+                    block = False
+                    if kind == "close":
+                        self._shutdown()
+                        return
+                    self._apply(kind, arg)
+            except queue.Empty:
+                pass
+            if self.scheduler.has_work:
+                self._step_safely()
+
+    def _apply(self, kind: str, arg: Any) -> None:
+        if kind == "add":
+            self._add(arg)
+        elif kind == "abort":
+            state = self.states.get(arg)
+            if state is not None:
+                self._finish(state, "abort")
+        elif kind == "end_session":
+            seq = self.sessions.get(arg)
+            if seq is not None:
+                state = seq.owner
+                if state is not None and not state.finished:
+                    self._finish(state, "abort")
+                self.bm.free(seq)
+                del self.sessions[arg]
+        elif kind == "call":
+            fn, fut = arg
+            if fut.set_running_or_notify_cancel():
+                try:
+                    fut.set_result(fn(self))
+                except BaseException as e:  # handed to the caller
+                    fut.set_exception(e)
+
+    def _add(self, req: Request) -> None:
+        ids = req.prompt_ids
+        err = self._validate(req)
+        if err is not None:
+            req.emit(error_response(err[0], err[1], len(ids)))
+            return
+        cfg = req.gen_config
+        if req.session_id is not None and req.session_id in self.sessions:
+            seq = self.sessions[req.session_id]
+            keep = common_prefix_len(seq.token_ids[: seq.num_computed], ids)
+            self.bm.truncate(seq, min(keep, len(ids) - 1))
+            seq.token_ids = list(ids)
+        else:
+            seq = Sequence(seq_id=self._next_seq_id(), token_ids=list(ids))
+            if req.session_id is not None:
+                self.sessions[req.session_id] = seq
+        seq.max_len = min(len(ids) + cfg.max_new_tokens, self.session_len)
+        end_ids = set(cfg.stop_token_ids or [])
+        if not cfg.ignore_eos:
+            end_ids |= set(self.tokenizer.eos_token_ids)
+        seed = cfg.random_seed if cfg.random_seed is not None else secrets.randbits(63)
+        sampling = SamplingParams.from_config(
+            cfg,
+            self.tokenizer.bad_word_sequences(cfg.bad_words) if cfg.bad_words else [],
+            sorted(end_ids | set(self.tokenizer.eos_token_ids)),
+            self.runner.device,
+            seed,
+        )
+        state = RequestState(
+            request=req,
+            seq=seq,
+            sampling=sampling,
+            detok=self.tokenizer.detokenizer(cfg.skip_special_tokens),
+            stops=StopStringMatcher(cfg.stop_words or [], cfg.include_stop_str_in_output),
+            end_ids=frozenset(end_ids),
+            input_len=len(ids),
+            cached_tokens=seq.num_computed,
+        )
+        seq.owner = state
+        self.states[req.request_id] = state
+        self._prompt_tokens += len(ids)
+        if cfg.max_new_tokens == 0 or len(ids) >= self.session_len:
+            self._finish(state, "length")
+            return
+        self.scheduler.add(seq)
+
+    def _validate(self, req: Request) -> tuple[ErrorCode, str] | None:
+        ids = req.prompt_ids
+        if req.request_id in self.states:
+            return ErrorCode.INVALID_REQUEST, f"request_id {req.request_id!r} is already running"
+        if not ids:
+            return ErrorCode.INVALID_REQUEST, "empty prompt"
+        if len(ids) > self.session_len:
+            return (
+                ErrorCode.INPUT_TOO_LONG,
+                f"prompt has {len(ids)} tokens, more than session_len={self.session_len}",
+            )
+        bad = [t for t in ids if not 0 <= t < self.vocab_size]
+        if bad:
+            return ErrorCode.INVALID_REQUEST, f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})"
+        if req.session_id is not None:
+            seq = self.sessions.get(req.session_id)
+            if seq is not None and seq.status != SequenceStatus.IDLE:
+                return ErrorCode.SESSION_BUSY, f"session {req.session_id} already has a running request"
+        return None
+
+    def _next_seq_id(self) -> int:
+        self._seq_ids += 1
+        return self._seq_ids
+
+    def _finish(self, state: RequestState, reason: str, code: ErrorCode | None = None, msg: str | None = None):
+        """End a request and release (or, for a session, keep) its KV."""
+        seq = state.seq
+        self.scheduler.remove(seq)
+        state.finish_now(reason, code, msg)
+        self.states.pop(state.request.request_id, None)
+        seq.owner = None
+        if state.request.session_id is not None and self.sessions.get(state.request.session_id) is seq:
+            seq.status = SequenceStatus.IDLE
+        else:
+            seq.status = SequenceStatus.FINISHED
+            self.bm.free(seq)
+
+    def _evict_idle(self, deficit: int) -> bool:
+        """Drop idle sessions' KV, least recently used first, until `deficit` more blocks are free.
+
+        The sessions keep their token history and recompute it on their next request.
+        """
+        target = self.bm.num_free_blocks + deficit
+        idle = [s for s in self.sessions.values() if s.status == SequenceStatus.IDLE and s.block_table]
+        freed = False
+        for seq in sorted(idle, key=lambda s: s.arrival):
+            if freed and self.bm.num_free_blocks >= target:
+                break
+            self.bm.free(seq)
+            freed = True
+        return freed
+
+    def score(self, token_ids: list[int]) -> float:
+        """Mean cross-entropy of token_ids under the model (engine thread only; see call())."""
+        if len(token_ids) < 2:
+            raise ValueError(f"get_ppl needs at least 2 tokens, got {len(token_ids)}")
+        if len(token_ids) > self.session_len:
+            raise ValueError(f"input has {len(token_ids)} tokens, more than session_len={self.session_len}")
+        seq = Sequence(seq_id=self._next_seq_id(), token_ids=list(token_ids))
+        needed = self.bm.blocks_needed(seq, len(token_ids))
+        if needed > self.bm.num_free_blocks:
+            self._evict_idle(needed - self.bm.num_free_blocks)
+        if needed > self.bm.num_free_blocks:
+            raise RuntimeError(
+                f"not enough free KV blocks to score {len(token_ids)} tokens now "
+                f"({needed} needed, {self.bm.num_free_blocks} free); retry when the engine is idle"
+            )
+        self.bm.append_slots(seq, len(token_ids))
+        try:
+            targets = token_ids[1:] + [-1]
+            total = 0.0
+            chunk = self.scheduler.max_prefill_tokens
+            for start in range(0, len(token_ids), chunk):
+                n = min(chunk, len(token_ids) - start)
+                total += self.runner.score(seq, n, targets[start : start + n])
+            return total / (len(token_ids) - 1)
+        finally:
+            self.bm.free(seq)
+
+    def _step_safely(self) -> None:
+        try:
+            self._step()
+        except Exception as e:  # keep serving: fail what was in flight, not the engine
+            log.error("engine step failed:\n%s", traceback.format_exc())
+            for state in list(self.states.values()):
+                self._finish(state, "error", ErrorCode.ENGINE_ERROR, f"engine error: {e}")
+            for seq in self.sessions.values():  # their KV may be half-written
+                self.bm.free(seq)
+
+    def _step(self) -> None:
+        batch = self.scheduler.schedule()
+        if not batch:
+            if not self.scheduler.running and self.scheduler.waiting:
+                seq = self.scheduler.waiting[0]  # cannot fit even in an empty cache
+                self._finish(seq.owner, "error", ErrorCode.INPUT_TOO_LONG, "the KV cache is too small for this request")
+            return
+        for seq, _ in batch.items:
+            state = seq.owner
+            if not state.scheduled:  # KV reused from the session or the prefix cache
+                state.cached_tokens = seq.num_computed
+                state.scheduled = True
+        done, logits = self.runner.execute(batch)
+        for seq, _ in batch.items:
+            self.bm.register_full_blocks(seq)
+        if not done:
+            return
+        rows = [SamplingRow(s.owner.sampling, s.token_ids, s.owner.num_generated) for s in done]
+        tokens, logprobs = self.sampler(logits, rows)
+        for seq, token, lp in zip(done, tokens, logprobs):
+            state = seq.owner
+            state.on_token(token, lp)
+            self._generated_tokens += 1
+            if state.finished:
+                self._finish(state, "stop")  # already emitted; releases the sequence
+
+    def _shutdown(self) -> None:
+        for state in list(self.states.values()):
+            self._finish(state, "error", ErrorCode.ENGINE_CLOSED, "the engine was shut down")
+        for seq in self.sessions.values():
+            self.bm.free(seq)
+        self.sessions.clear()
+        # drain commands posted before close
+        while True:
+            try:
+                kind, arg = self._commands.get_nowait()
+            except queue.Empty:
+                break
+            if kind == "add":
+                arg.emit(error_response(ErrorCode.ENGINE_CLOSED, "the engine is closed"))
+            elif kind == "call":
+                arg[1].set_exception(RuntimeError("the engine is closed"))

@@ -1,0 +1,89 @@
+"""Build a ready engine from a model path and the user's configs."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from lmdeploy_sdk.engine.block_manager import BlockManager
+from lmdeploy_sdk.engine.engine import Engine
+from lmdeploy_sdk.engine.memory import (
+    block_bytes,
+    num_cache_blocks,
+    resolve_device,
+    resolve_dtype,
+)
+from lmdeploy_sdk.engine.runner import ModelRunner
+from lmdeploy_sdk.messages import ChatTemplateConfig, TurbomindEngineConfig
+from lmdeploy_sdk.model_source import resolve_model_path
+from lmdeploy_sdk.models import build_model, load_model_config
+from lmdeploy_sdk.tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """Everything a front end (Pipeline, AsyncEngine, server, shims) shares for one model."""
+
+    model_dir: Path
+    model_name: str
+    tokenizer: Tokenizer
+    engine: Engine
+    session_len: int
+    backend_config: TurbomindEngineConfig
+
+    def close(self) -> None:
+        self.engine.close()
+
+
+def _check_supported(cfg: TurbomindEngineConfig) -> None:
+    if cfg.model_format == "awq":
+        raise NotImplementedError("model_format='awq' is not supported yet by this version of lmdeploy-sdk")
+    if cfg.quant_policy != 0:
+        raise NotImplementedError(f"quant_policy={cfg.quant_policy} (quantized KV cache) is not supported yet")
+    if cfg.tp != 1:
+        raise NotImplementedError(f"tp={cfg.tp}: tensor parallelism is not supported yet; use tp=1")
+
+
+def load(
+    model_path: str | Path | None,
+    backend_config: TurbomindEngineConfig | None = None,
+    chat_template_config: ChatTemplateConfig | None = None,
+    model_name: str | None = None,
+) -> LoadedModel:
+    cfg = backend_config or TurbomindEngineConfig()
+    if not isinstance(cfg, TurbomindEngineConfig):
+        raise TypeError(f"backend_config must be a TurbomindEngineConfig, got {type(cfg).__name__}")
+    _check_supported(cfg)
+    model_dir = resolve_model_path(model_path)
+    model_cfg = load_model_config(model_dir)
+    device = resolve_device(cfg.device)
+    dtype = resolve_dtype(cfg.dtype, model_cfg.torch_dtype, device)
+    tokenizer = Tokenizer(model_dir, chat_template_config)
+    model = build_model(model_dir, dtype, device, cfg.rope_scaling_factor)
+
+    bs = cfg.cache_block_seq_len
+    session_len = cfg.session_len or model_cfg.max_position_embeddings
+    max_batch = cfg.max_batch_size or (256 if device.type == "cuda" else 32)
+    per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype)
+    useful = max_batch * -(-session_len // bs)
+    num_blocks = num_cache_blocks(cfg.cache_max_entry_count, per_block, device, useful)
+    if num_blocks * bs < session_len:
+        log.warning(
+            "session_len %d exceeds the KV cache (%d blocks x %d tokens); capping session_len to %d",
+            session_len, num_blocks, bs, num_blocks * bs,
+        )
+        session_len = num_blocks * bs
+    runner = ModelRunner(model, num_blocks, bs, dtype, device)
+    engine = Engine(
+        runner=runner,
+        tokenizer=tokenizer,
+        block_manager=BlockManager(num_blocks, bs, cfg.enable_prefix_caching),
+        max_batch_size=max_batch,
+        max_prefill_tokens=cfg.max_prefill_token_num,
+        session_len=session_len,
+        vocab_size=model_cfg.vocab_size,
+    )
+    name = model_name or (str(model_path) if model_path and not Path(model_path).exists() else model_dir.name)
+    return LoadedModel(model_dir, name, tokenizer, engine, session_len, cfg)

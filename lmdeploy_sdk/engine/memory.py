@@ -1,0 +1,74 @@
+"""Device, dtype and KV-cache sizing decisions, made once at engine start."""
+from __future__ import annotations
+
+import logging
+
+import torch
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+def resolve_device(requested: str | None) -> torch.device:
+    if requested is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(requested)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device={requested!r} was requested but CUDA is not available here")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", torch.cuda.current_device())
+    return dev
+
+
+def resolve_dtype(requested: str, checkpoint_dtype: torch.dtype | None, device: torch.device) -> torch.dtype:
+    """'auto': float32 on CPU; on CUDA the checkpoint's half type (bf16 if it was float32)."""
+    if requested != "auto":
+        return _DTYPES[requested]
+    if device.type == "cpu":
+        return torch.float32
+    if checkpoint_dtype in (torch.float16, torch.bfloat16):
+        return checkpoint_dtype
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("cannot read MemAvailable from /proc/meminfo")
+
+
+def block_bytes(num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:
+    """Bytes of K and V for one block over all layers."""
+    return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
+
+
+def num_cache_blocks(
+    cache_max_entry_count: float | int,
+    per_block: int,
+    device: torch.device,
+    max_useful_blocks: int,
+) -> int:
+    """An int is a block count; a float is the fraction of free memory (after weights) to use.
+
+    On CPU the fraction is also capped by what the batch could ever use, so a
+    laptop does not reserve most of its RAM for a cache it cannot fill.
+    """
+    if isinstance(cache_max_entry_count, int):
+        return cache_max_entry_count
+    budget = int(free_memory_bytes(device) * cache_max_entry_count)
+    blocks = budget // per_block
+    if device.type == "cpu":
+        blocks = min(blocks, max_useful_blocks)
+    if blocks < 1:
+        raise RuntimeError(
+            f"no room for the KV cache: {budget} bytes available for it "
+            f"(cache_max_entry_count={cache_max_entry_count}) but one block needs {per_block}"
+        )
+    log.info("KV cache: %d blocks (%.2f GiB)", blocks, blocks * per_block / 2**30)
+    return blocks

@@ -1,0 +1,108 @@
+"""Runs one scheduled batch through the model: flat tensors in, logits out.
+
+Owns the paged KV cache tensors. Free of globals so one runner can exist per
+device (and, later, per tensor-parallel rank).
+"""
+from __future__ import annotations
+
+import torch
+
+from lmdeploy_sdk.engine.scheduler import ScheduledBatch
+from lmdeploy_sdk.engine.sequence import Sequence
+from lmdeploy_sdk.ops import AttentionMetadata
+
+# Rows of the vocabulary projection computed at once when scoring whole sequences.
+_SCORE_ROWS = 512
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device):
+        cfg = model.config
+        self.model = model
+        self.device = device
+        self.block_size = block_size
+        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
+        # kv_caches[layer] = (k, v), each [num_blocks, block_size, Hkv, D]
+        self.kv_caches = [
+            (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
+            for _ in range(cfg.num_layers)
+        ]
+
+    def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
+        if not copies:
+            return
+        src = torch.tensor([s for s, _ in copies], device=self.device)
+        dst = torch.tensor([d for _, d in copies], device=self.device)
+        for k, v in self.kv_caches:
+            k.index_copy_(0, dst, k.index_select(0, src))
+            v.index_copy_(0, dst, v.index_select(0, src))
+
+    def _prepare(self, items: list[tuple[Sequence, int]]):
+        bs = self.block_size
+        input_ids, positions, slots, q_lens, kv_lens = [], [], [], [], []
+        for seq, n in items:
+            start = seq.num_computed
+            input_ids += seq.token_ids[start : start + n]
+            positions += range(start, start + n)
+            slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, start + n)]
+            q_lens.append(n)
+            kv_lens.append(start + n)
+        width = max(len(seq.block_table) for seq, _ in items)
+        tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq, _ in items]
+        dev = self.device
+        cu = [0]
+        for n in q_lens:
+            cu.append(cu[-1] + n)
+        meta = AttentionMetadata(
+            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
+            kv_lens=torch.tensor(kv_lens, dtype=torch.int32, device=dev),
+            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
+            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
+            q_lens_cpu=q_lens,
+            kv_lens_cpu=kv_lens,
+            max_q_len=max(q_lens),
+            max_kv_len=max(kv_lens),
+            block_size=bs,
+        )
+        ids = torch.tensor(input_ids, dtype=torch.int64, device=dev)
+        pos = torch.tensor(positions, dtype=torch.int64, device=dev)
+        return ids, pos, meta, cu
+
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor | None]:
+        """Compute the batch; returns the sequences that reached their last token and their logits.
+
+        Updates num_computed of every scheduled sequence.
+        """
+        self._copy_blocks(batch.copies)
+        ids, pos, meta, cu = self._prepare(batch.items)
+        hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
+        done, rows = [], []
+        for b, (seq, n) in enumerate(batch.items):
+            seq.num_computed += n
+            if seq.num_computed == len(seq.token_ids):
+                done.append(seq)
+                rows.append(cu[b + 1] - 1)
+        if not done:
+            return done, None
+        last = hidden.index_select(0, torch.tensor(rows, device=self.device))
+        return done, self.model.compute_logits(last)  # [S, V]
+
+    @torch.inference_mode()
+    def score(self, seq: Sequence, n: int, targets: list[int]) -> float:
+        """Prefill the next n tokens of `seq` (blocks allocated); sum of -log p(targets[i]) at each.
+
+        targets[i] < 0 is ignored (the last token of the sequence has no successor).
+        """
+        ids, pos, meta, _ = self._prepare([(seq, n)])
+        hidden = self.model(ids, pos, self.kv_caches, meta)  # [n, H]
+        seq.num_computed += n
+        tgt = torch.tensor(targets, dtype=torch.int64, device=self.device)  # [n]
+        total = 0.0
+        for i in range(0, n, _SCORE_ROWS):  # bounded [rows, V] logits at a time
+            logits = self.model.compute_logits(hidden[i : i + _SCORE_ROWS])
+            loss = torch.nn.functional.cross_entropy(
+                logits, tgt[i : i + _SCORE_ROWS], ignore_index=-1, reduction="sum"
+            )
+            total += float(loss)
+        return total

@@ -1,0 +1,46 @@
+"""A sequence: the token history and KV-block table of one request or stateful session.
+
+No torch here: the scheduler and block manager work on these alone.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class SequenceStatus(enum.Enum):
+    WAITING = "waiting"  # queued, no KV needed yet (or preempted: KV dropped, will recompute)
+    RUNNING = "running"  # scheduled in the batch
+    IDLE = "idle"  # a stateful session between requests: KV kept, nothing to compute
+    FINISHED = "finished"
+
+
+@dataclass(eq=False)
+class Sequence:
+    seq_id: int
+    token_ids: list[int]
+    # Tokens whose K/V are in the cache; the rest of token_ids is still to prefill.
+    num_computed: int = 0
+    block_table: list[int] = field(default_factory=list)
+    # Prefix-cache hash of each leading full block registered so far (a hash chain).
+    block_hashes: list[int] = field(default_factory=list)
+    status: SequenceStatus = SequenceStatus.WAITING
+    # Total length at which generation must stop (prompt + max_new_tokens, <= session_len).
+    max_len: int = 0
+    # Admission order; preemption takes the newest first.
+    arrival: int = 0
+    # What the engine attaches (request state); opaque to scheduler and block manager.
+    owner: Any = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    @property
+    def num_uncomputed(self) -> int:
+        return len(self.token_ids) - self.num_computed
+
+    @property
+    def is_decoding(self) -> bool:
+        """Exactly one token (the last sampled one) is waiting to be fed."""
+        return self.num_uncomputed == 1

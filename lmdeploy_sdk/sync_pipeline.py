@@ -1,0 +1,242 @@
+"""The synchronous front end: batch inference, streaming and stateful chat.
+
+Requests go to the engine thread; results come back through a thread-safe queue,
+so a Pipeline works from plain scripts and notebooks without an event loop.
+"""
+from __future__ import annotations
+
+import logging
+import queue
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm.auto import tqdm
+
+from lmdeploy_sdk import prompts
+from lmdeploy_sdk.engine.factory import LoadedModel, load
+from lmdeploy_sdk.engine.request import Request, error_response
+from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
+from lmdeploy_sdk.session import Session
+
+GenConfigs = GenerationConfig | list[GenerationConfig] | None
+
+
+def _merge(acc: Response, delta: Response) -> None:
+    """Fold a streamed delta into the accumulated response of the same request."""
+    acc.text += delta.text
+    acc.token_ids += delta.token_ids
+    if delta.logprobs is not None:
+        acc.logprobs = (acc.logprobs or []) + delta.logprobs
+    acc.generate_token_len = delta.generate_token_len
+    acc.input_token_len = delta.input_token_len
+    acc.cached_tokens = delta.cached_tokens
+    acc.finish_reason = delta.finish_reason
+    acc.error_code = delta.error_code
+    acc.error_message = delta.error_message
+
+
+class Pipeline:
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        backend_config: TurbomindEngineConfig | None = None,
+        chat_template_config: ChatTemplateConfig | None = None,
+        log_level: str = "WARNING",
+        model_name: str | None = None,
+    ):
+        logging.getLogger("lmdeploy_sdk").setLevel(log_level)
+        self._loaded: LoadedModel = load(model_path, backend_config, chat_template_config, model_name)
+        self.model_name = self._loaded.model_name
+        self.tokenizer = self._loaded.tokenizer
+        self.session_len = self._loaded.session_len
+        self.backend_config = self._loaded.backend_config
+        self._engine = self._loaded.engine
+        self._async_engine = None
+
+    @property
+    def async_engine(self):
+        """An AsyncEngine over this pipeline's engine (shares the model and its KV cache)."""
+        if self._async_engine is None:
+            from lmdeploy_sdk.async_engine import AsyncEngine
+
+            self._async_engine = AsyncEngine(loaded=self._loaded)
+        return self._async_engine
+
+    # ---- requests ---------------------------------------------------------------------
+    def _gen_configs(self, gen_config: GenConfigs, count: int, kw: dict) -> list[GenerationConfig]:
+        if isinstance(gen_config, (list, tuple)):
+            if len(gen_config) != count:
+                raise ValueError(f"got {len(gen_config)} gen_configs for {count} prompts; lengths must match")
+            cfgs = list(gen_config)
+        elif gen_config is None:
+            cfgs = [GenerationConfig(**kw)] * count
+            kw = {}
+        elif isinstance(gen_config, GenerationConfig):
+            cfgs = [gen_config] * count
+        else:
+            raise TypeError(f"gen_config must be a GenerationConfig or a list of them, got {type(gen_config).__name__}")
+        for c in cfgs:
+            if not isinstance(c, GenerationConfig):
+                raise TypeError(f"gen_config entries must be GenerationConfig, got {type(c).__name__}")
+        return [c.replace(**kw) if kw else c for c in cfgs]
+
+    def _submit(
+        self, prompt: Any, cfg: GenerationConfig, index: int, out: queue.Queue, do_preprocess: bool,
+        session_id: int | None = None,
+    ) -> list[str]:
+        """Submit n requests for one prompt; outputs go to `out` as (request_id, index, delta)."""
+        rids = []
+        try:
+            ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+        except (ValueError, TypeError) as e:
+            ids, err = None, str(e)
+        for j in range(cfg.n):
+            rid = uuid.uuid4().hex
+            rids.append(rid)
+            if ids is None:
+                out.put((rid, index, error_response(ErrorCode.INVALID_REQUEST, err)))
+                continue
+            seed = None if cfg.random_seed is None else cfg.random_seed + j
+            one = cfg.replace(n=1, random_seed=seed)
+
+            def emit(resp: Response, rid=rid) -> None:
+                out.put((rid, index, resp))
+
+            self._engine.submit(Request(rid, ids, one, emit, session_id))
+        return rids
+
+    def _run(self, items: list[Any], cfgs: list[GenerationConfig], do_preprocess: bool,
+             session_id: int | None = None) -> Iterator[tuple[str, int, Response]]:
+        """Submit everything, then yield (request_id, prompt index, delta) until all finish."""
+        out: queue.Queue = queue.Queue()
+        pending: set[str] = set()
+        for i, (p, c) in enumerate(zip(items, cfgs)):
+            pending.update(self._submit(p, c, i, out, do_preprocess, session_id))
+        try:
+            while pending:
+                rid, index, delta = out.get()
+                if delta.finish_reason is not None:
+                    pending.discard(rid)
+                yield rid, index, delta
+        finally:
+            for rid in pending:  # caller stopped early (break, exception, Ctrl-C)
+                self._engine.abort(rid)
+
+    def infer(
+        self,
+        prompts_: Any,
+        gen_config: GenConfigs = None,
+        do_preprocess: bool = True,
+        use_tqdm: bool = False,
+        **kw,
+    ) -> Response | list[Response]:
+        """Generate for one prompt or a batch. n > 1 gives n responses per prompt, in prompt order."""
+        items, single = prompts.split_batch(prompts_)
+        cfgs = self._gen_configs(gen_config, len(items), kw)
+        results: dict[str, Response] = {}
+        order: list[str] = []
+        bar = tqdm(total=sum(c.n for c in cfgs), desc="generating", disable=not use_tqdm)
+        for rid, index, delta in self._run(items, cfgs, do_preprocess):
+            if rid not in results:
+                results[rid] = Response(index=index, token_ids=[])
+                order.append(rid)
+            _merge(results[rid], delta)
+            if delta.finish_reason is not None:
+                bar.update(1)
+        bar.close()
+        ordered = sorted(order, key=lambda r: results[r].index)  # stable: samples keep their order
+        responses = [results[r] for r in ordered]
+        return responses[0] if single and len(responses) == 1 else responses
+
+    __call__ = infer
+
+    def stream_infer(
+        self, prompts_: Any, gen_config: GenConfigs = None, do_preprocess: bool = True, **kw
+    ) -> Iterator[Response]:
+        """Yield Response deltas as they are generated; `.index` says which prompt each is for."""
+        items, _ = prompts.split_batch(prompts_)
+        cfgs = self._gen_configs(gen_config, len(items), kw)
+        for _, index, delta in self._run(items, cfgs, do_preprocess):
+            delta.index = index
+            yield delta
+
+    # ---- stateful chat ----------------------------------------------------------------
+    def session(self) -> Session:
+        return Session(session_id=self._engine.new_session_id(), _engine=self._engine)
+
+    def chat(
+        self,
+        prompt: str | list[dict],
+        session: Session | None = None,
+        gen_config: GenerationConfig | None = None,
+        stream_response: bool = False,
+        **kw,
+    ) -> Session | Iterator[Response]:
+        """One turn of a conversation; the session's KV is reused, only new tokens are prefilled.
+
+        Returns the session (its .response is this turn's); with stream_response, an
+        iterator of deltas that updates the session when it ends.
+        """
+        session = session or self.session()
+        if session._engine is None:
+            raise ValueError(f"session {session.session_id} is closed")
+        cfg = self._gen_configs(gen_config, 1, kw)[0]
+        if cfg.n != 1:
+            raise ValueError(f"chat generates one reply per turn; got n={cfg.n}")
+        turn = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+        messages = session.messages + turn
+        it = self._chat_turn(session, messages, turn, cfg)
+        if stream_response:
+            return it
+        for _ in it:
+            pass
+        return session
+
+    def _chat_turn(self, session: Session, messages: list[dict], turn: list[dict], cfg: GenerationConfig):
+        acc = Response(token_ids=[])
+        for _, _, delta in self._run([messages], [cfg], True, session.session_id):
+            _merge(acc, delta)
+            yield delta
+        session.response = acc
+        if acc.finish_reason != "error":
+            session.messages = messages + [{"role": "assistant", "content": acc.text}]
+            user = next((m["content"] for m in reversed(turn) if m.get("role") == "user"), "")
+            session.history.append((user if isinstance(user, str) else str(user), acc.text))
+
+    # ---- scoring and lifetime ---------------------------------------------------------
+    def get_ppl(self, input_ids: list[int] | list[list[int]]) -> list[float]:
+        """Mean cross-entropy (nats/token) of each token sequence under the model."""
+        batch = [input_ids] if prompts.is_token_ids(input_ids) else list(input_ids)
+        for i, ids in enumerate(batch):
+            if not prompts.is_token_ids(ids):
+                raise ValueError(f"get_ppl input {i} must be a non-empty list of token ids")
+        return [self._engine.call(lambda e, ids=ids: e.score(ids)).result() for ids in batch]
+
+    def close(self) -> None:
+        self._loaded.close()
+
+    def __enter__(self) -> "Pipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def pipeline(
+    model_path: str | Path | None = None,
+    backend_config: TurbomindEngineConfig | None = None,
+    chat_template_config: ChatTemplateConfig | None = None,
+    log_level: str = "WARNING",
+    **kw,
+) -> Pipeline:
+    """Load a model (local HF directory or embedded model name) and return a Pipeline."""
+    if "config" in kw:
+        if backend_config is not None:
+            raise TypeError("pass backend_config or its alias config, not both")
+        backend_config = kw.pop("config")
+    model_name = kw.pop("model_name", None)
+    if kw:
+        raise TypeError(f"pipeline() got unknown keyword argument(s) {sorted(kw)}")
+    return Pipeline(model_path, backend_config, chat_template_config, log_level, model_name)
