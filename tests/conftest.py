@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def tiny_model_factory(tmp_path_factory, tokenizer_dir):
     cache: dict[tuple, Path] = {}
 
     def make(arch: str = "LlamaForCausalLM", seed: int = 0, **overrides) -> Path:
-        key = (arch, seed, tuple(sorted(overrides.items())))
+        key = (arch, seed, json.dumps(overrides, sort_keys=True))
         if key not in cache:
             out = tmp_path_factory.mktemp(arch)
             cache[key] = make_tiny_model(arch, out, tokenizer_dir, seed=seed, **overrides)

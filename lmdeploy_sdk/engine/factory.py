@@ -65,6 +65,11 @@ def load(
 
     bs = cfg.cache_block_seq_len
     session_len = cfg.session_len or model_cfg.max_position_embeddings
+    if session_len > model.max_positions:
+        raise ValueError(
+            f"session_len={session_len} exceeds the {model.max_positions} positions the model supports "
+            "(raise rope_scaling_factor to extend it)"
+        )
     max_batch = cfg.max_batch_size or (256 if device.type == "cuda" else 32)
     per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype)
     useful = max_batch * -(-session_len // bs)

@@ -71,3 +71,14 @@ def test_unsupported_architecture(tmp_path):
     (tmp_path / "config.json").write_text('{"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2"}')
     with pytest.raises(ValueError, match="GPT2LMHeadModel.*LlamaForCausalLM"):
         pipeline(str(tmp_path))
+
+
+def test_session_len_beyond_the_model_positions(tiny_llama):
+    with pytest.raises(ValueError, match="session_len=100000 exceeds the 4096 positions"):
+        pipeline(str(tiny_llama), backend_config=TurbomindEngineConfig(device="cpu", session_len=100000))
+
+
+def test_unsupported_engine_features_say_so(tiny_llama):
+    for cfg, word in [(dict(model_format="awq"), "awq"), (dict(quant_policy=8), "quant_policy=8"), (dict(tp=2), "tp=2")]:
+        with pytest.raises(NotImplementedError, match=word):
+            pipeline(str(tiny_llama), backend_config=TurbomindEngineConfig(device="cpu", **cfg))

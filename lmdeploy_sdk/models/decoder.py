@@ -1,0 +1,208 @@
+"""The pre-norm decoder shared by Llama, Qwen2, Qwen3, Mistral and InternLM2.
+
+Architectures differ only in config flags (biases, q/k norm) and checkpoint
+layout; the compute is this one module tree. Parameter names follow HF Llama
+(`model.layers.N.self_attn...`) with q/k/v fused into `qkv_proj` [q | k | v] and
+gate/up into `gate_up_proj` [gate | up]. Norms, rope, SiLU-and-mul, the KV write
+and attention go through `lmdeploy_sdk.ops` so native kernels slot in there.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmdeploy_sdk import ops
+from lmdeploy_sdk.models.checkpoint import CheckpointLayout, WeightTarget
+from lmdeploy_sdk.models.config import ModelConfig
+from lmdeploy_sdk.models.rope import table_length
+from lmdeploy_sdk.ops import AttentionMetadata
+
+KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache), each [num_blocks, block_size, Hkv, D]
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(dim, dtype=dtype))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.rms_norm(x, self.weight, self.eps)
+
+    def add_forward(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(norm(x + residual), x + residual)."""
+        return ops.add_rms_norm(x, residual, self.weight, self.eps)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
+        self.split_sizes = [q_size, kv_size, kv_size]
+        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias, dtype=dtype)
+        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias, dtype=dtype)
+        self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
+        self.scale = cfg.head_dim**-0.5
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor,
+        kv_cache: KVCache,
+        meta: AttentionMetadata,
+        cos_sin: torch.Tensor,
+    ) -> torch.Tensor:
+        # x: [T, hidden]; positions: [T]; cos_sin: [P, D]
+        t = x.shape[0]
+        q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
+        q = q.view(t, self.num_heads, self.head_dim)  # [T, Hq, D]
+        k = k.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
+        v = v.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = ops.apply_rope(q, k, positions, cos_sin)
+        k_cache, v_cache = kv_cache
+        ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        out = ops.paged_attention(q, k_cache, v_cache, meta, self.scale)  # [T, Hq, D]
+        return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype) -> None:
+        super().__init__()
+        i = cfg.intermediate_size
+        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * i, bias=cfg.mlp_bias, dtype=dtype)
+        self.down_proj = nn.Linear(i, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # x: [T, hidden] -> [T, 2I] -> [T, I] -> [T, hidden]
+        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.input_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.self_attn = Attention(cfg, dtype)
+        self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        self.mlp = MLP(cfg, dtype)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        residual: torch.Tensor | None,
+        positions: torch.Tensor,
+        kv_cache: KVCache,
+        meta: AttentionMetadata,
+        cos_sin: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this layer's output, the residual stream before it); their sum is the HF hidden state."""
+        # hidden, residual: [T, hidden]
+        if residual is None:
+            residual, x = hidden, self.input_layernorm(hidden)
+        else:
+            x, residual = self.input_layernorm.add_forward(hidden, residual)
+        x = self.self_attn(x, positions, kv_cache, meta, cos_sin)
+        x, residual = self.post_attention_layernorm.add_forward(x, residual)
+        return self.mlp(x), residual
+
+
+class DecoderModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, dtype: torch.dtype, max_positions: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, dtype) for _ in range(cfg.num_layers))
+        self.norm = RMSNorm(cfg.hidden_size, cfg.rms_norm_eps, dtype)
+        # [P, D] float32: cos | sin per position; filled by the builder (see rope.rope_cos_sin).
+        self.register_buffer("rope_cos_sin", torch.empty(max_positions, cfg.head_dim), persistent=False)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[KVCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        assert len(kv_caches) == len(self.layers), "one (k_cache, v_cache) pair per layer"
+        hidden = F.embedding(input_ids, self.embed_tokens.weight)  # [T, hidden]
+        residual = None
+        for layer, kv_cache in zip(self.layers, kv_caches):
+            hidden, residual = layer(hidden, residual, positions, kv_cache, meta, self.rope_cos_sin)
+        hidden, _ = self.norm.add_forward(hidden, residual)
+        return hidden
+
+
+class CausalLM(nn.Module):
+    """A decoder-only LM over a paged KV cache: flat tokens in, final hidden states out."""
+
+    def __init__(self, config: ModelConfig, dtype: torch.dtype = torch.float32, rope_scaling_factor: float = 0.0):
+        super().__init__()
+        self.config = config
+        self.model = DecoderModel(config, dtype, table_length(config, rope_scaling_factor))
+        self.lm_head = (
+            None if config.tie_word_embeddings
+            else nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
+        )
+
+    @property
+    def max_positions(self) -> int:
+        """Positions the rope table covers; a token at a later position cannot be run."""
+        return self.model.rope_cos_sin.shape[0]
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[KVCache],
+        meta: AttentionMetadata,
+    ) -> torch.Tensor:
+        # input_ids, positions: [T] int64 -> [T, hidden]
+        return self.model(input_ids, positions, kv_caches, meta)
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        # hidden: [N, hidden] -> [N, vocab] float32
+        weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
+        return F.linear(hidden, weight).float()
+
+
+def hf_layout(cfg: ModelConfig) -> dict[str, WeightTarget]:
+    """Checkpoint names of the HF Llama family (Llama, Qwen2, Qwen3, Mistral) -> our parameters."""
+    q, kv, i = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim, cfg.intermediate_size
+    targets = {
+        "model.embed_tokens.weight": WeightTarget("model.embed_tokens.weight"),
+        "model.norm.weight": WeightTarget("model.norm.weight"),
+    }
+    if not cfg.tie_word_embeddings:
+        targets["lm_head.weight"] = WeightTarget("lm_head.weight")
+    attn_kinds = ("weight", "bias") if cfg.attention_bias else ("weight",)
+    mlp_kinds = ("weight", "bias") if cfg.mlp_bias else ("weight",)
+    for n in range(cfg.num_layers):
+        p = f"model.layers.{n}."
+        attn, mlp = p + "self_attn.", p + "mlp."
+        for kind in attn_kinds:
+            qkv = f"{attn}qkv_proj.{kind}"
+            targets[f"{attn}q_proj.{kind}"] = WeightTarget(qkv, (0, q))
+            targets[f"{attn}k_proj.{kind}"] = WeightTarget(qkv, (q, q + kv))
+            targets[f"{attn}v_proj.{kind}"] = WeightTarget(qkv, (q + kv, q + 2 * kv))
+        for kind in mlp_kinds:
+            gate_up = f"{mlp}gate_up_proj.{kind}"
+            targets[f"{mlp}gate_proj.{kind}"] = WeightTarget(gate_up, (0, i))
+            targets[f"{mlp}up_proj.{kind}"] = WeightTarget(gate_up, (i, 2 * i))
+        same_names = [f"{attn}o_proj.weight", f"{mlp}down_proj.weight",
+                      p + "input_layernorm.weight", p + "post_attention_layernorm.weight"]
+        if cfg.attention_out_bias:
+            same_names.append(f"{attn}o_proj.bias")
+        if cfg.mlp_bias:
+            same_names.append(f"{mlp}down_proj.bias")
+        if cfg.qk_norm:
+            same_names += [f"{attn}q_norm.weight", f"{attn}k_norm.weight"]
+        targets.update((name, WeightTarget(name)) for name in same_names)
+    return targets
+
+
+def hf_checkpoint_layout(cfg: ModelConfig) -> CheckpointLayout:
+    ignored = frozenset({"lm_head.weight"}) if cfg.tie_word_embeddings else frozenset()
+    return CheckpointLayout(hf_layout(cfg), ignored)
