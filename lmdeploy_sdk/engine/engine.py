@@ -68,7 +68,7 @@ class Engine:
         self.bm = block_manager
         self.session_len = session_len
         self.vocab_size = vocab_size
-        self.scheduler = Scheduler(block_manager, max_batch_size, max_prefill_tokens, self._evict_idle)
+        self.scheduler = Scheduler(block_manager, max_batch_size, max_prefill_tokens, self.evict_idle)
         self.sampler = Sampler()
         self.states: dict[str, RequestState] = {}  # request_id -> live request
         self.sessions: dict[int, Sequence] = {}  # session_id -> its sequence (kept between requests)
@@ -187,7 +187,7 @@ class Engine:
             self.bm.truncate(seq, min(keep, len(ids) - 1))
             seq.token_ids = list(ids)
         else:
-            seq = Sequence(seq_id=self._next_seq_id(), token_ids=list(ids))
+            seq = Sequence(seq_id=self.next_seq_id(), token_ids=list(ids))
             if req.session_id is not None:
                 self.sessions[req.session_id] = seq
         seq.max_len = min(len(ids) + cfg.max_new_tokens, self.session_len)
@@ -240,7 +240,7 @@ class Engine:
                 return ErrorCode.SESSION_BUSY, f"session {req.session_id} already has a running request"
         return None
 
-    def _next_seq_id(self) -> int:
+    def next_seq_id(self) -> int:
         self._seq_ids += 1
         return self._seq_ids
 
@@ -257,7 +257,7 @@ class Engine:
             seq.status = SequenceStatus.FINISHED
             self.bm.free(seq)
 
-    def _evict_idle(self, deficit: int) -> bool:
+    def evict_idle(self, deficit: int) -> bool:
         """Drop idle sessions' KV, least recently used first, until `deficit` more blocks are free.
 
         The sessions keep their token history and recompute it on their next request.
@@ -271,33 +271,6 @@ class Engine:
             self.bm.free(seq)
             freed = True
         return freed
-
-    def score(self, token_ids: list[int]) -> float:
-        """Mean cross-entropy of token_ids under the model (engine thread only; see call())."""
-        if len(token_ids) < 2:
-            raise ValueError(f"get_ppl needs at least 2 tokens, got {len(token_ids)}")
-        if len(token_ids) > self.session_len:
-            raise ValueError(f"input has {len(token_ids)} tokens, more than session_len={self.session_len}")
-        seq = Sequence(seq_id=self._next_seq_id(), token_ids=list(token_ids))
-        needed = self.bm.blocks_needed(seq, len(token_ids))
-        if needed > self.bm.num_free_blocks:
-            self._evict_idle(needed - self.bm.num_free_blocks)
-        if needed > self.bm.num_free_blocks:
-            raise RuntimeError(
-                f"not enough free KV blocks to score {len(token_ids)} tokens now "
-                f"({needed} needed, {self.bm.num_free_blocks} free); retry when the engine is idle"
-            )
-        self.bm.append_slots(seq, len(token_ids))
-        try:
-            targets = token_ids[1:] + [-1]
-            total = 0.0
-            chunk = self.scheduler.max_prefill_tokens
-            for start in range(0, len(token_ids), chunk):
-                n = min(chunk, len(token_ids) - start)
-                total += self.runner.score(seq, n, targets[start : start + n])
-            return total / (len(token_ids) - 1)
-        finally:
-            self.bm.free(seq)
 
     def _step_safely(self) -> None:
         try:

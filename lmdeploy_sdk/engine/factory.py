@@ -70,7 +70,7 @@ def load(
             f"session_len={session_len} exceeds the {model.max_positions} positions the model supports "
             "(raise rope_scaling_factor to extend it)"
         )
-    max_batch = cfg.max_batch_size or (256 if device.type == "cuda" else 32)
+    max_batch = cfg.max_batch_size or (256 if device.type == "cuda" else 8)
     per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype)
     useful = max_batch * -(-session_len // bs)
     num_blocks = num_cache_blocks(cfg.cache_max_entry_count, per_block, device, useful)

@@ -7,6 +7,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# Default ceiling of the CPU KV cache when sized as a fraction of free memory.
+CPU_CACHE_CAP_BYTES = 2 * 2**30
+
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -56,12 +59,15 @@ def num_cache_blocks(
 ) -> int:
     """An int is a block count; a float is the fraction of free memory (after weights) to use.
 
-    On CPU the fraction is also capped by what the batch could ever use, so a
-    laptop does not reserve most of its RAM for a cache it cannot fill.
+    On CPU the fraction is also capped by what the batch could ever use and by
+    CPU_CACHE_CAP_BYTES, so a laptop does not reserve (and zero) most of its RAM;
+    pass an int to go beyond that.
     """
     if isinstance(cache_max_entry_count, int):
         return cache_max_entry_count
     budget = int(free_memory_bytes(device) * cache_max_entry_count)
+    if device.type == "cpu":
+        budget = min(budget, CPU_CACHE_CAP_BYTES)
     blocks = budget // per_block
     if device.type == "cpu":
         blocks = min(blocks, max_useful_blocks)

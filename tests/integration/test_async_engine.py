@@ -16,6 +16,12 @@ def engine(tiny_llama):
     eng = AsyncEngine(str(tiny_llama), TurbomindEngineConfig(device="cpu", cache_max_entry_count=128,
                                                               cache_block_seq_len=4))
     yield eng
+    inner = eng._loaded.engine
+    inner.call(lambda e: e.check_invariants()).result()
+    for sid in list(inner.sessions):
+        inner.end_session(sid)
+    stats = inner.call(lambda e: e.stats()).result()
+    assert stats.blocks_free == stats.blocks_total, f"leaked KV blocks: {stats}"
     eng.close()
 
 

@@ -1,0 +1,32 @@
+import pytest
+import torch
+
+from lmdeploy_sdk.engine.memory import (
+    CPU_CACHE_CAP_BYTES,
+    block_bytes,
+    num_cache_blocks,
+    resolve_dtype,
+)
+
+CPU = torch.device("cpu")
+
+
+def test_int_is_a_block_count():
+    assert num_cache_blocks(17, 1000, CPU, 10**9) == 17
+
+
+def test_cpu_fraction_is_capped_by_use_and_by_the_ceiling():
+    per = block_bytes(30, 3, 64, 64, torch.float32)
+    assert per == 2 * 30 * 64 * 3 * 64 * 4
+    assert num_cache_blocks(0.8, per, CPU, 10) == 10
+    assert num_cache_blocks(0.8, per, CPU, 10**9) <= CPU_CACHE_CAP_BYTES // per
+
+
+def test_dtype_auto_is_float32_on_cpu_and_explicit_wins():
+    assert resolve_dtype("auto", torch.bfloat16, CPU) == torch.float32
+    assert resolve_dtype("bfloat16", None, CPU) == torch.bfloat16
+
+
+def test_no_room_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="no room for the KV cache"):
+        num_cache_blocks(1e-12, 10**12, CPU, 10)
