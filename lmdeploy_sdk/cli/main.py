@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = (
     "lmdeploy_sdk.cli.chat",
     "lmdeploy_sdk.cli.convert",
     "lmdeploy_sdk.cli.serve",
+    "lmdeploy_sdk.cli.bench",
 )
 
 
@@ -41,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser.parse_args(argv)
+    args.argv = list(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

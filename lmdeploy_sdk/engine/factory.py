@@ -51,7 +51,10 @@ def load(
     backend_config: TurbomindEngineConfig | None = None,
     chat_template_config: ChatTemplateConfig | None = None,
     model_name: str | None = None,
+    *,
+    random_weights: bool = False,
 ) -> LoadedModel:
+    """random_weights: build the model from config.json with random weights (benchmarks only)."""
     cfg = backend_config or TurbomindEngineConfig()
     if not isinstance(cfg, TurbomindEngineConfig):
         raise TypeError(f"backend_config must be a TurbomindEngineConfig, got {type(cfg).__name__}")
@@ -61,7 +64,7 @@ def load(
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, model_cfg.torch_dtype, device)
     tokenizer = Tokenizer(model_dir, chat_template_config)
-    model = build_model(model_dir, dtype, device, cfg.rope_scaling_factor)
+    model = build_model(model_dir, dtype, device, cfg.rope_scaling_factor, random_weights=random_weights)
 
     bs = cfg.cache_block_seq_len
     session_len = cfg.session_len or model_cfg.max_position_embeddings

@@ -31,6 +31,8 @@ def build_model(
     dtype: torch.dtype,
     device: torch.device | str,
     rope_scaling_factor: float = 0.0,
+    *,
+    random_weights: bool = False,
 ) -> CausalLM:
     """Build the model for `model_dir` on `device` in `dtype` and load its safetensors weights.
 
@@ -38,7 +40,9 @@ def build_model(
     so no random initialisation is ever computed. `rope_scaling_factor` > 0 is
     LMDeploy's dynamic-NTK knob, applied as a static NTK-aware rope base (see
     rope.ntk_scaled_base); the rope table then covers that many times the trained
-    context (`CausalLM.max_positions`).
+    context (`CausalLM.max_positions`). `random_weights` skips the checkpoint and
+    fills N(0, 0.02) weights (norms 1) on the device: benchmarks of real shapes need
+    no multi-GB files.
     """
     if dtype not in _FLOAT_DTYPES:
         raise ValueError(f"dtype must be one of {_FLOAT_DTYPES}, got {dtype!r}")
@@ -55,6 +59,18 @@ def build_model(
     model.requires_grad_(False)
     with torch.no_grad():
         model.model.rope_cos_sin.copy_(cos_sin)
-    load_checkpoint(model, model_dir, spec.checkpoint_layout(config))
+    if random_weights:
+        _fill_random(model)
+    else:
+        load_checkpoint(model, model_dir, spec.checkpoint_layout(config))
     log.info("loaded %s from %s (%s, %s)", config.architecture, model_dir, dtype, device)
     return model.eval()
+
+
+@torch.no_grad()
+def _fill_random(model: CausalLM) -> None:
+    for name, param in model.named_parameters():
+        if name.endswith("norm.weight"):
+            param.fill_(1.0)
+        else:
+            param.normal_(0.0, 0.02)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `lmdeploy-sdk bench`: latency, offline throughput, kernels."""

@@ -1,0 +1,112 @@
+"""The measurements: batch-1 decode latency against the memory roofline, and offline throughput."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import torch
+
+from lmdeploy_sdk.async_engine import AsyncEngine
+from lmdeploy_sdk.bench.workload import BenchRequest
+from lmdeploy_sdk.messages import GenerationConfig
+
+
+def copy_bandwidth(device: torch.device, nbytes: int = 2 * 2**30, iters: int = 10) -> float:
+    """Bytes/s moved (read + written) by a large device-to-device copy."""
+    src = torch.empty(nbytes // 2, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        dst.copy_(src)
+    torch.cuda.synchronize(device)
+    return 2 * src.numel() * iters / (time.perf_counter() - t)
+
+
+def decode_bytes(engine: AsyncEngine, context: int) -> int:
+    """Bytes one decode step must read: all weights plus the KV of `context` tokens."""
+    model = engine._loaded.engine.runner.model
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    cfg = model.config
+    elem = next(model.parameters()).element_size()
+    kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * elem * context
+    return weights + kv
+
+
+async def _one(engine: AsyncEngine, ids: list[int], gen: GenerationConfig) -> tuple[float, float, int]:
+    """(time to first token, total time, tokens) of one request."""
+    t0 = time.perf_counter()
+    first, n = None, 0
+    async for r in engine.generate(ids, gen):
+        if r.token_ids and first is None:
+            first = time.perf_counter() - t0
+        n += len(r.token_ids)
+    return first or 0.0, time.perf_counter() - t0, n
+
+
+def latency(engine: AsyncEngine, input_len: int, output_len: int, vocab: int, runs: int = 3) -> dict:
+    """Batch-1 decode: prompt input_len, output_len new tokens with ignore_eos."""
+    ids = [1000 + (i * 7919) % (vocab - 1000) for i in range(input_len)]
+    gen = GenerationConfig(max_new_tokens=output_len, ignore_eos=True)
+    asyncio.run(_one(engine, ids, GenerationConfig(max_new_tokens=8, ignore_eos=True)))  # warm up
+    best = None
+    for _ in range(runs):
+        ttft, total, n = asyncio.run(_one(engine, ids, gen))
+        decode_tps = (n - 1) / (total - ttft)
+        if best is None or decode_tps > best["decode_tok_s"]:
+            best = {"ttft_s": ttft, "total_s": total, "tokens": n, "decode_tok_s": decode_tps}
+    return best
+
+
+def throughput(engine: AsyncEngine, requests: list[BenchRequest]) -> dict:
+    """All requests submitted at once; output tokens per second of wall time."""
+
+    async def run():
+        gens = [GenerationConfig(max_new_tokens=r.output_len, ignore_eos=True) for r in requests]
+        t0 = time.perf_counter()
+        res = await asyncio.gather(*[_one(engine, r.prompt_ids, g) for r, g in zip(requests, gens)])
+        return time.perf_counter() - t0, res
+
+    elapsed, res = asyncio.run(run())
+    out_tokens = sum(n for _, _, n in res)
+    in_tokens = sum(len(r.prompt_ids) for r in requests)
+    ttfts = sorted(t for t, _, _ in res)
+    return {
+        "requests": len(requests),
+        "input_tokens": in_tokens,
+        "output_tokens": out_tokens,
+        "elapsed_s": elapsed,
+        "output_tok_s": out_tokens / elapsed,
+        "total_tok_s": (in_tokens + out_tokens) / elapsed,
+        "ttft_p50_s": ttfts[len(ttfts) // 2],
+        "ttft_p99_s": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))],
+    }
+
+
+def hf_generate_throughput(model_dir, requests: list[BenchRequest], device, dtype, batch_size: int = 32) -> dict:
+    """transformers generate() on the same requests (left-padded batches, greedy, no early stop)."""
+    import transformers
+
+    config = transformers.AutoConfig.from_pretrained(model_dir)
+    with torch.device(device):
+        model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
+    t0 = time.perf_counter()
+    out_tokens = 0
+    order = sorted(range(len(requests)), key=lambda i: len(requests[i].prompt_ids))
+    for start in range(0, len(order), batch_size):
+        chunk = [requests[i] for i in order[start : start + batch_size]]
+        width = max(len(r.prompt_ids) for r in chunk)
+        ids = torch.zeros(len(chunk), width, dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for j, r in enumerate(chunk):
+            ids[j, width - len(r.prompt_ids):] = torch.tensor(r.prompt_ids)
+            mask[j, width - len(r.prompt_ids):] = 1
+        new = max(r.output_len for r in chunk)
+        with torch.no_grad():
+            model.generate(ids, attention_mask=mask, max_new_tokens=new, min_new_tokens=new,
+                           do_sample=False, pad_token_id=0)
+        out_tokens += sum(r.output_len for r in chunk)  # tokens the requests asked for
+    elapsed = time.perf_counter() - t0
+    return {"requests": len(requests), "output_tokens": out_tokens, "elapsed_s": elapsed,
+            "output_tok_s": out_tokens / elapsed, "batch_size": batch_size}

@@ -1,0 +1,103 @@
+"""`lmdeploy-sdk bench latency|throughput`: print a table, write JSON with the run's context."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="measure decode latency and offline throughput")
+    p.add_argument("kind", choices=["latency", "throughput"])
+    p.add_argument("model", nargs="?", default=None,
+                   help="model directory or embedded name; with --shape, the tokenizer source")
+    p.add_argument("--shape", default=None, help="random weights of a named shape, e.g. llama3-8b")
+    p.add_argument("--input-len", type=int, default=128)
+    p.add_argument("--output-len", type=int, default=512)
+    p.add_argument("--num-prompts", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hf-requests", type=int, default=0,
+                   help="also time transformers generate() on the first N requests (throughput)")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
+    p.add_argument("--max-batch-size", type=int, default=None)
+    p.add_argument("--cache-max-entry-count", type=float, default=0.8)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.set_defaults(func=run)
+
+
+def _context(args: argparse.Namespace) -> dict:
+    import torch
+
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=Path(__file__).parent).stdout.strip()
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "cpu"
+    return {
+        "command": "lmdeploy-sdk " + " ".join(args.argv),
+        "gpu": gpu,
+        "date": datetime.date.today().isoformat(),
+        "git_commit": commit or "unknown",
+        "torch": torch.__version__,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from lmdeploy_sdk.async_engine import AsyncEngine
+    from lmdeploy_sdk.bench import runs
+    from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
+    from lmdeploy_sdk.engine.factory import load
+    from lmdeploy_sdk.messages import TurbomindEngineConfig
+    from lmdeploy_sdk.model_source import resolve_model_path
+
+    cache = args.cache_max_entry_count
+    cfg = TurbomindEngineConfig(dtype=args.dtype, max_batch_size=args.max_batch_size, device=args.device,
+                                cache_max_entry_count=int(cache) if cache >= 1 else cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.shape:  # MODEL only lends its tokenizer (any directory holding one)
+            src = Path(args.model) if args.model and Path(args.model).is_dir() else resolve_model_path(args.model)
+            model_dir = write_shape(args.shape, src, Path(tmp) / args.shape)
+        else:
+            model_dir = resolve_model_path(args.model)
+        loaded = load(model_dir, cfg, random_weights=bool(args.shape))
+        engine = AsyncEngine(loaded=loaded)
+        vocab = loaded.engine.vocab_size
+        result = {"context": _context(args), "model": args.shape or str(model_dir)}
+        try:
+            if args.kind == "latency":
+                r = runs.latency(engine, args.input_len, args.output_len, vocab)
+                dev = loaded.engine.runner.device
+                if dev.type == "cuda":
+                    bw = runs.copy_bandwidth(dev)
+                    step = runs.decode_bytes(engine, args.input_len + args.output_len // 2)
+                    r["copy_bandwidth_GBs"] = bw / 1e9
+                    r["roofline_tok_s"] = bw / step
+                    r["fraction_of_roofline"] = r["decode_tok_s"] / r["roofline_tok_s"]
+            else:
+                reqs = sharegpt_like(args.num_prompts, vocab, args.seed)
+                r = runs.throughput(engine, reqs)
+                if args.hf_requests:
+                    subset = reqs[: args.hf_requests]
+                    r["ours_on_hf_subset"] = runs.throughput(engine, subset)
+                    dtype = loaded.engine.runner.kv_caches[0][0].dtype
+                    r["transformers"] = runs.hf_generate_throughput(
+                        model_dir, subset, loaded.engine.runner.device, dtype)
+                    r["ratio_vs_transformers"] = (
+                        r["ours_on_hf_subset"]["output_tok_s"] / r["transformers"]["output_tok_s"])
+        finally:
+            loaded.close()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+    result[args.kind] = r
+    width = max(len(k) for k in r)
+    for k, v in r.items():
+        shown = f"{v:.3f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, dict) else v
+        print(f"{k:<{width}}  {shown}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
