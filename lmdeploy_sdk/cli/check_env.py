@@ -43,15 +43,19 @@ def collect() -> dict[str, str]:
 
 
 def _kernel_status() -> str:
+    import torch
+
     from lmdeploy_sdk import native
 
-    status = getattr(native, "status", None)
-    if status is None:
-        return "not built into this version"
+    if not torch.cuda.is_available():
+        return "not used (no CUDA device; the reference ops run)"
+    if not native.native_available():
+        return "not used (needs cuda-bindings and an sm_80+ GPU, or disabled by LMDEPLOY_SDK_DISABLE_NATIVE)"
     try:
-        return status()
-    except Exception as e:  # report, don't crash the diagnostic
-        return f"failed to load: {e}"
+        loaded = [m for i in range(torch.cuda.device_count()) for m in native.load_all_modules(i)]
+    except native.NativeKernelError as e:
+        return f"FAILED to load: {e}"
+    return f"ok ({len(loaded)} PTX modules loaded on {torch.cuda.device_count()} GPU(s))"
 
 
 def run(args: argparse.Namespace) -> int:

@@ -83,7 +83,7 @@ def load(
             session_len, num_blocks, bs, num_blocks * bs,
         )
         session_len = num_blocks * bs
-    runner = ModelRunner(model, num_blocks, bs, dtype, device)
+    runner = ModelRunner(model, num_blocks, bs, dtype, device, max_batch, session_len)
     engine = Engine(
         runner=runner,
         tokenizer=tokenizer,

@@ -5,18 +5,48 @@ device (and, later, per tensor-parallel rank).
 """
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
+from lmdeploy_sdk.engine.cuda_graphs import DecodeGraphs
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
 from lmdeploy_sdk.ops import AttentionMetadata
 
+log = logging.getLogger(__name__)
+
 # Rows of the vocabulary projection computed at once when scoring whole sequences.
 _SCORE_ROWS = 512
+# Set to 1 to run decode eagerly (debugging, profiling).
+DISABLE_GRAPHS_ENV = "LMDEPLOY_SDK_DISABLE_CUDA_GRAPHS"
+
+
+def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    """Decode graphs need every op of the model on our kernels (the reference ops read host lengths)."""
+    if device.type != "cuda" or os.environ.get(DISABLE_GRAPHS_ENV) == "1":
+        return False
+    from lmdeploy_sdk import native
+
+    return (
+        native.native_available()
+        and dtype in (torch.float16, torch.bfloat16)
+        and model.config.head_dim in (64, 128)
+    )
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, num_blocks: int, block_size: int, dtype: torch.dtype, device: torch.device):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        num_blocks: int,
+        block_size: int,
+        dtype: torch.dtype,
+        device: torch.device,
+        max_batch_size: int = 1,
+        max_context: int = 1,
+    ):
         cfg = model.config
         self.model = model
         self.device = device
@@ -27,6 +57,10 @@ class ModelRunner:
             (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
             for _ in range(cfg.num_layers)
         ]
+        self.graphs: DecodeGraphs | None = None
+        if graphs_supported(model, dtype, device):
+            self.graphs = DecodeGraphs(model, self.kv_caches, max_batch_size, max_context, block_size, device)
+            self.graphs.capture()
 
     def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
@@ -75,8 +109,11 @@ class ModelRunner:
         Updates num_computed of every scheduled sequence.
         """
         self._copy_blocks(batch.copies)
-        ids, pos, meta, cu = self._prepare(batch.items)
-        hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
+        if self._graph_ready(batch.items):
+            hidden, cu = self._decode_with_graph(batch.items), list(range(len(batch.items) + 1))
+        else:
+            ids, pos, meta, cu = self._prepare(batch.items)
+            hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
         done, rows = [], []
         for b, (seq, n) in enumerate(batch.items):
             seq.num_computed += n
@@ -87,6 +124,24 @@ class ModelRunner:
             return done, None
         last = hidden.index_select(0, torch.tensor(rows, device=self.device))
         return done, self.model.compute_logits(last)  # [S, V]
+
+    def _graph_ready(self, items: list[tuple[Sequence, int]]) -> bool:
+        return (
+            self.graphs is not None
+            and all(n == 1 and seq.is_decoding for seq, n in items)
+            and self.graphs.padded_size(len(items)) is not None
+        )
+
+    def _decode_with_graph(self, items: list[tuple[Sequence, int]]) -> torch.Tensor:
+        bs = self.block_size
+        positions = [seq.num_computed for seq, _ in items]
+        return self.graphs.run(
+            input_ids=[seq.token_ids[-1] for seq, _ in items],
+            positions=positions,
+            slots=[seq.block_table[p // bs] * bs + p % bs for (seq, _), p in zip(items, positions)],
+            kv_lens=[p + 1 for p in positions],
+            tables=[seq.block_table for seq, _ in items],
+        )  # [B, H]
 
     @torch.inference_mode()
     def score(self, seq: Sequence, n: int, targets: list[int]) -> float:

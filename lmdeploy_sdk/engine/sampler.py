@@ -12,6 +12,11 @@ import torch
 from lmdeploy_sdk.messages import GenerationConfig
 
 
+MIN_TEMPERATURE = 1e-5
+# repetition_penalty is clamped here so penalised logits stay finite in float32
+PENALTY_RANGE = (1e-6, 1e6)
+
+
 @dataclass
 class SamplingParams:
     """A request's sampling policy, resolved once when it is admitted."""
@@ -40,7 +45,8 @@ class SamplingParams:
         device: torch.device,
         seed: int,
     ) -> "SamplingParams":
-        greedy = cfg.greedy
+        # Below this temperature sampling is argmax in all but name, and dividing by it overflows.
+        greedy = cfg.greedy or cfg.temperature < MIN_TEMPERATURE
         gen = None
         if not greedy:
             gen = torch.Generator(device=device)
@@ -53,7 +59,7 @@ class SamplingParams:
             top_k=cfg.top_k,
             top_p=cfg.top_p,
             min_p=cfg.min_p,
-            repetition_penalty=cfg.repetition_penalty,
+            repetition_penalty=min(max(cfg.repetition_penalty, PENALTY_RANGE[0]), PENALTY_RANGE[1]),
             logprobs=cfg.logprobs,
             generator=gen,
             banned_ids=banned,
@@ -114,6 +120,9 @@ def _sample_rows(logits: torch.Tensor, params: list[SamplingParams]) -> list[int
     min_p = torch.tensor([p.min_p for p in params], device=dev).unsqueeze(1)
     mask |= (probs < min_p * probs[:, :1]) & (ranks > 0)
     probs = torch.softmax(sorted_x.masked_fill(mask, float("-inf")), dim=-1)
+    broken = ~torch.isfinite(probs).all(dim=-1)  # e.g. every token banned: fall back to argmax
+    probs[broken] = 0.0
+    probs[broken, 0] = 1.0
     out = []
     for i, p in enumerate(params):
         pick = torch.multinomial(probs[i], 1, generator=p.generator)

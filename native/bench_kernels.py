@@ -1,0 +1,175 @@
+"""Micro-benchmark of the attention kernels on one GPU; prints a table and writes JSON.
+
+    python -m lmdeploy_sdk.native.bench_kernels [--json results.json] [--quick]
+
+Decode attention is memory-bound: its figure of merit is KV bytes read per second,
+set against a large device-to-device copy (bytes read + written per second). Prefill
+attention is compute-bound: causal TFLOP/s against PyTorch's scaled_dot_product_attention
+on its flash backend with the same shapes (K/V expanded to all query heads for it).
+Kernels are timed as CUDA-graph replays (no Python launch gaps) with CUDA events;
+each figure is the median of several timed runs.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import statistics
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from lmdeploy_sdk.native import paged_attention as native_attention
+from lmdeploy_sdk.ops.metadata import AttentionMetadata
+
+
+def time_ms(fn: Callable[[], object], iters: int = 20, repeats: int = 7, graph: bool = True) -> float:
+    """Median milliseconds per call; fn is captured into a CUDA graph when `graph`."""
+    fn()
+    torch.cuda.synchronize()
+    run = fn
+    if graph:
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            for _ in range(iters):
+                fn()
+        run = g.replay
+    else:
+        def run() -> None:
+            for _ in range(iters):
+                fn()
+    run()
+    torch.cuda.synchronize()
+    times = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / iters)
+    return statistics.median(times)
+
+
+def copy_bandwidth_gbs(nbytes: int = 1 << 30) -> float:
+    """Device-to-device copy rate, counting bytes read plus bytes written."""
+    src = torch.randn(nbytes // 4, device="cuda")
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), iters=10, graph=False)
+    return 2 * nbytes / ms / 1e6
+
+
+def paged_batch(
+    batch: int, q_len: int, kv_len: int, hq: int, hkv: int, head_dim: int, block_size: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, AttentionMetadata]:
+    """Equal-length sequences over shuffled cache blocks."""
+    blocks_per_seq = math.ceil(kv_len / block_size)
+    num_blocks = batch * blocks_per_seq
+    tables = torch.randperm(num_blocks, device="cuda").view(batch, blocks_per_seq).to(torch.int32)
+    k_cache = torch.randn((num_blocks, block_size, hkv, head_dim), device="cuda", dtype=dtype)
+    v_cache = torch.randn_like(k_cache)
+    q = torch.randn((batch * q_len, hq, head_dim), device="cuda", dtype=dtype)
+    meta = AttentionMetadata(
+        cu_seqlens_q=torch.arange(0, (batch + 1) * q_len, q_len, device="cuda", dtype=torch.int32),
+        kv_lens=torch.full((batch,), kv_len, device="cuda", dtype=torch.int32),
+        block_tables=tables,
+        slot_mapping=torch.zeros(batch * q_len, device="cuda", dtype=torch.int64),
+        q_lens_cpu=[q_len] * batch,
+        kv_lens_cpu=[kv_len] * batch,
+        max_q_len=q_len,
+        max_kv_len=kv_len,
+        block_size=block_size,
+    )
+    return q, k_cache, v_cache, meta
+
+
+def bench_decode(
+    batch: int, kv_len: int, hq: int, hkv: int, head_dim: int, copy_gbs: float, splits: list[int | None]
+) -> list[dict]:
+    q, k_cache, v_cache, meta = paged_batch(batch, 1, kv_len, hq, hkv, head_dim, 64, torch.bfloat16)
+    kv_bytes = 2 * batch * kv_len * hkv * head_dim * k_cache.element_size()
+    rows = []
+    for num_splits in splits:
+        ms = time_ms(lambda: native_attention.paged_decode(q, k_cache, v_cache, meta, 0.088, num_splits))
+        gbs = kv_bytes / ms / 1e6
+        rows.append(
+            {
+                "kernel": "decode",
+                "shape": f"B={batch} ctx={kv_len} Hq={hq} Hkv={hkv} D={head_dim} bf16",
+                "num_splits": num_splits or "auto",
+                "ms": round(ms, 4),
+                "kv_GBps": round(gbs, 1),
+                "pct_of_copy": round(100 * gbs / copy_gbs, 1),
+            }
+        )
+    return rows
+
+
+def bench_prefill(seq_len: int, hq: int, hkv: int, head_dim: int) -> dict:
+    q, k_cache, v_cache, meta = paged_batch(1, seq_len, seq_len, hq, hkv, head_dim, 64, torch.bfloat16)
+    flops = 4 * hq * head_dim * seq_len * (seq_len + 1) / 2  # causal: QK^T and PV over the lower triangle
+    ms = time_ms(lambda: native_attention.paged_prefill(q, k_cache, v_cache, meta, head_dim**-0.5))
+    # SDPA gets contiguous K/V already expanded to Hq heads (its flash path has no paging).
+    order = meta.block_tables[0].long()
+    k = k_cache[order].flatten(0, 1)[:seq_len].repeat_interleave(hq // hkv, dim=1).transpose(0, 1)[None]
+    v = v_cache[order].flatten(0, 1)[:seq_len].repeat_interleave(hq // hkv, dim=1).transpose(0, 1)[None]
+    qs = q.transpose(0, 1)[None].contiguous()
+    k, v = k.contiguous(), v.contiguous()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
+        sdpa_ms = time_ms(lambda: F.scaled_dot_product_attention(qs, k, v, is_causal=True))
+    return {
+        "kernel": "prefill",
+        "shape": f"L={seq_len} Hq={hq} Hkv={hkv} D={head_dim} bf16 causal",
+        "ms": round(ms, 4),
+        "TFLOPs": round(flops / ms / 1e9, 1),
+        "sdpa_flash_ms": round(sdpa_ms, 4),
+        "sdpa_flash_TFLOPs": round(flops / sdpa_ms / 1e9, 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--quick", action="store_true", help="the headline shapes only")
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU")
+    torch.manual_seed(0)
+    copy_gbs = copy_bandwidth_gbs()
+    decode = bench_decode(32, 4096, 32, 8, 128, copy_gbs, [None, 1, 2, 3, 4, 8])
+    if not args.quick:
+        decode += bench_decode(1, 16384, 32, 8, 128, copy_gbs, [None])
+        decode += bench_decode(64, 1024, 32, 8, 128, copy_gbs, [None])
+        decode += bench_decode(16, 2048, 32, 32, 128, copy_gbs, [None])
+        decode += bench_decode(32, 4096, 64, 8, 128, copy_gbs, [None])
+        decode += bench_decode(32, 4096, 16, 2, 64, copy_gbs, [None])
+    prefill = [bench_prefill(4096, 32, 8, 128)]
+    if not args.quick:
+        prefill += [bench_prefill(1024, 32, 8, 128), bench_prefill(8192, 32, 8, 128), bench_prefill(4096, 16, 16, 64)]
+    result = {
+        "gpu": torch.cuda.get_device_name(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "copy_GBps": round(copy_gbs, 1),
+        "decode": decode,
+        "prefill": prefill,
+    }
+    print(f"{result['gpu']}  torch {result['torch']}  {result['date']}")
+    print(f"device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
+    print(f"{'decode shape':<44}{'splits':>7}{'ms':>9}{'KV GB/s':>9}{'% copy':>8}")
+    for r in decode:
+        print(f"{r['shape']:<44}{r['num_splits']!s:>7}{r['ms']:>9.3f}{r['kv_GBps']:>9.0f}{r['pct_of_copy']:>8.1f}")
+    print(f"{'prefill shape':<44}{'ms':>9}{'TFLOP/s':>9}{'sdpa ms':>9}{'sdpa TF':>9}")
+    for r in prefill:
+        print(f"{r['shape']:<44}{r['ms']:>9.3f}{r['TFLOPs']:>9.1f}{r['sdpa_flash_ms']:>9.3f}{r['sdpa_flash_TFLOPs']:>9.1f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

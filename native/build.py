@@ -1,0 +1,91 @@
+"""Compile native/src/*.cu to the committed PTX in native/ptx/, with fixed flags.
+
+    python native/build.py           # rebuild every PTX file
+    python native/build.py --check   # rebuild into a temp dir; exit 1 if any committed file differs
+
+PTX for compute_80 runs on every GPU from sm_80 on (the driver JIT-compiles it for
+sm_90 and later), so one file per source serves A100, H100 and newer. nvcc is run
+from src/ with relative paths so the output does not depend on the checkout location.
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+NATIVE_DIR = Path(__file__).resolve().parent
+SRC_DIR = NATIVE_DIR / "src"
+PTX_DIR = NATIVE_DIR / "ptx"
+NVCC_FLAGS = ("-ptx", "-arch=compute_80", "-O3", "-std=c++17")
+
+
+class BuildError(RuntimeError):
+    """nvcc is missing or rejected a source file."""
+
+
+def find_nvcc() -> str | None:
+    """Path of nvcc on PATH, else under CUDA_HOME-style default locations, else None."""
+    found = shutil.which("nvcc")
+    if found:
+        return found
+    for candidate in (Path("/usr/local/cuda/bin/nvcc"),):
+        if candidate.exists():
+            return str(candidate)
+    return None
+
+
+def sources() -> list[Path]:
+    return sorted(SRC_DIR.glob("*.cu"))
+
+
+def build(out_dir: Path = PTX_DIR, nvcc: str | None = None) -> list[Path]:
+    """Compile every source into out_dir/<stem>.ptx; returns the files written."""
+    nvcc = nvcc or find_nvcc()
+    if nvcc is None:
+        raise BuildError("nvcc not found on PATH (install the CUDA toolkit to rebuild the PTX)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for src in sources():
+        target = out_dir / f"{src.stem}.ptx"
+        cmd = [nvcc, *NVCC_FLAGS, src.name, "-o", str(target.resolve())]
+        proc = subprocess.run(cmd, cwd=SRC_DIR, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise BuildError(f"nvcc failed on {src.name}:\n{proc.stderr}")
+        written.append(target)
+    return written
+
+
+def stale_files(nvcc: str | None = None) -> list[str]:
+    """Names of committed PTX files that differ from a fresh build (or are missing/extra)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = {p.name for p in build(Path(tmp), nvcc)}
+        committed = {p.name for p in PTX_DIR.glob("*.ptx")}
+        stale = sorted(committed ^ fresh)
+        for name in sorted(committed & fresh):
+            if not filecmp.cmp(Path(tmp) / name, PTX_DIR / name, shallow=False):
+                stale.append(name)
+        return stale
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="verify the committed PTX is up to date")
+    args = parser.parse_args(argv)
+    if args.check:
+        stale = stale_files()
+        if stale:
+            print("stale PTX (run `python native/build.py`): " + ", ".join(stale))
+            return 1
+        print(f"PTX up to date ({len(sources())} sources)")
+        return 0
+    for path in build():
+        print(f"wrote {path.relative_to(NATIVE_DIR.parent)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

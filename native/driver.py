@@ -1,0 +1,205 @@
+"""Load our committed PTX through the CUDA driver API and launch kernels on torch's stream.
+
+Everything CUDA is imported lazily, so this module imports on machines with no GPU
+and no cuda-python. Per GPU, one `DeviceKernels` (from the cached `device_kernels`
+accessor) loads each PTX module once with cuModuleLoadData into the device's primary
+context (the one PyTorch uses) and keeps the function handles. Every CUresult is
+checked; failures raise NativeKernelError naming the kernel, the PTX file and the GPU.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import importlib.util
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+PTX_DIR = Path(__file__).resolve().parent / "ptx"
+
+KernelArg = ctypes.c_void_p | ctypes.c_int | ctypes.c_int64 | ctypes.c_float
+
+
+class NativeKernelError(RuntimeError):
+    """A CUDA driver call for one of our kernels failed."""
+
+
+def cuda_bindings_available() -> bool:
+    """True when the `cuda-bindings` package (cuda.bindings.driver) can be imported."""
+    try:
+        return importlib.util.find_spec("cuda.bindings.driver") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _drv():
+    from cuda.bindings import driver
+
+    return driver
+
+
+def _check(result: Any, what: str) -> Any:
+    """Unpack a cuda-python (CUresult, *values) tuple; raise NativeKernelError on failure."""
+    drv = _drv()
+    err, *values = result if isinstance(result, tuple) else (result,)
+    if err != drv.CUresult.CUDA_SUCCESS:
+        _, name = drv.cuGetErrorName(err)
+        _, desc = drv.cuGetErrorString(err)
+        name = name.decode() if isinstance(name, bytes) else str(err)
+        desc = desc.decode() if isinstance(desc, bytes) else ""
+        raise NativeKernelError(f"{what}: {name} ({desc})")
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)
+
+
+# Kernel argument constructors: each returns the ctypes object the kernel parameter holds.
+def ptr(t: torch.Tensor | None) -> ctypes.c_void_p:
+    return ctypes.c_void_p(0 if t is None else t.data_ptr())
+
+
+def i32(v: int) -> ctypes.c_int:
+    return ctypes.c_int(int(v))
+
+
+def i64(v: int) -> ctypes.c_int64:
+    return ctypes.c_int64(int(v))
+
+
+def f32(v: float) -> ctypes.c_float:
+    return ctypes.c_float(float(v))
+
+
+class DeviceKernels:
+    """The PTX modules and kernel handles loaded on one GPU (its primary context)."""
+
+    def __init__(self, device_index: int, ptx_dir: Path = PTX_DIR) -> None:
+        drv = _drv()
+        self.index = device_index
+        self.ptx_dir = ptx_dir
+        torch.cuda.init()
+        props = torch.cuda.get_device_properties(device_index)
+        self.gpu = f"cuda:{device_index} ({props.name}, sm_{props.major}{props.minor})"
+        _check(drv.cuInit(0), f"cuInit on {self.gpu}")
+        self._device = _check(drv.cuDeviceGet(device_index), f"cuDeviceGet on {self.gpu}")
+        self._context = _check(
+            drv.cuDevicePrimaryCtxRetain(self._device), f"cuDevicePrimaryCtxRetain on {self.gpu}"
+        )
+        self._modules: dict[str, Any] = {}
+        self._functions: dict[str, Any] = {}
+        self._occupancy: dict[tuple[str, str, int, int], int] = {}
+        self._lock = threading.RLock()
+
+    def _make_current(self) -> None:
+        drv = _drv()
+        current = _check(drv.cuCtxGetCurrent(), f"cuCtxGetCurrent on {self.gpu}")
+        if current is None or int(current) != int(self._context):
+            _check(drv.cuCtxSetCurrent(self._context), f"cuCtxSetCurrent on {self.gpu}")
+
+    def load_module(self, module: str) -> Any:
+        """The CUmodule of ptx/<module>.ptx, loaded into this GPU's context on first use."""
+        with self._lock:
+            if module not in self._modules:
+                self._modules[module] = self._load(module)
+            return self._modules[module]
+
+    def _load(self, module: str) -> Any:
+        path = self.ptx_dir / f"{module}.ptx"
+        if not path.exists():
+            raise NativeKernelError(
+                f"PTX file {path} is missing on {self.gpu} (run `python native/build.py`)"
+            )
+        image = path.read_bytes() + b"\0"  # the driver wants NUL-terminated PTX text
+        self._make_current()
+        try:
+            return _check(_drv().cuModuleLoadData(image), f"loading {path} on {self.gpu}")
+        except NativeKernelError as exc:
+            raise NativeKernelError(
+                f"{exc}; our PTX targets sm_80+ and a driver too old for its PTX ISA version rejects it"
+            ) from None
+
+    def function(self, module: str, kernel: str) -> Any:
+        """The CUfunction `kernel` of ptx/<module>.ptx, loaded on first use."""
+        key = f"{module}:{kernel}"
+        fn = self._functions.get(key)
+        if fn is None:
+            with self._lock:
+                fn = self._functions.get(key)
+                if fn is None:
+                    mod = self.load_module(module)
+                    fn = _check(
+                        _drv().cuModuleGetFunction(mod, kernel.encode()),
+                        f"kernel {kernel} in {module}.ptx on {self.gpu}",
+                    )
+                    self._functions[key] = fn
+        return fn
+
+    def max_active_blocks(self, module: str, kernel: str, threads: int, shared_mem: int = 0) -> int:
+        """How many CTAs of `kernel` fit on one multiprocessor at once (registers, smem)."""
+        key = (module, kernel, threads, shared_mem)
+        if key not in self._occupancy:
+            self._occupancy[key] = _check(
+                _drv().cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                    self.function(module, kernel), threads, shared_mem
+                ),
+                f"occupancy of {kernel} ({module}.ptx) on {self.gpu}",
+            )
+        return self._occupancy[key]
+
+    def launch(
+        self,
+        module: str,
+        kernel: str,
+        grid: Sequence[int],
+        block: Sequence[int],
+        args: Sequence[KernelArg],
+        shared_mem: int = 0,
+    ) -> None:
+        """Launch `kernel` on torch's current stream of this device; args are ctypes values."""
+        drv = _drv()
+        fn = self.function(module, kernel)
+        self._make_current()
+        gx, gy, gz = (*grid, 1, 1)[:3]
+        bx, by, bz = (*block, 1, 1)[:3]
+        if gx == 0 or gy == 0 or gz == 0:
+            return  # empty problem: nothing to launch
+        arg_ptrs = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
+        stream = drv.CUstream(torch.cuda.current_stream(self.index).cuda_stream)
+        _check(
+            drv.cuLaunchKernel(
+                fn, gx, gy, gz, bx, by, bz, shared_mem, stream, ctypes.addressof(arg_ptrs), 0
+            ),
+            f"launching {kernel} ({module}.ptx) on {self.gpu} with grid {tuple(grid)} block {tuple(block)}",
+        )
+
+
+@functools.cache
+def device_kernels(device_index: int) -> DeviceKernels:
+    """The per-process loader for one GPU (modules load lazily, once)."""
+    return DeviceKernels(device_index)
+
+
+def launch(
+    device: torch.device,
+    module: str,
+    kernel: str,
+    grid: Sequence[int],
+    block: Sequence[int],
+    args: Sequence[KernelArg],
+    shared_mem: int = 0,
+) -> None:
+    """Launch a kernel of ptx/<module>.ptx on `device` (a CUDA torch.device)."""
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    device_kernels(index).launch(module, kernel, grid, block, args, shared_mem)
+
+
+def dtype_suffix(dtype: torch.dtype) -> str:
+    """Kernel-name suffix of a dtype we have kernels for."""
+    if dtype == torch.float16:
+        return "f16"
+    if dtype == torch.bfloat16:
+        return "bf16"
+    raise ValueError(f"no native kernels for dtype {dtype}; expected float16 or bfloat16")

@@ -1,0 +1,224 @@
+"""Paged attention on our kernels: decode (split-K + reduce) and prefill (tensor-core tiles).
+
+A pure decode batch (every q_len == 1) runs `paged_attention_decode.ptx`; anything
+else (prefill, chunked prefill, a later turn on a cached prefix, mixed batches) runs
+`paged_attention_prefill.ptx`. Both follow lmdeploy_sdk.ops.reference.paged_attention.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from lmdeploy_sdk.native import driver
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, block_shift, int32_device
+from lmdeploy_sdk.ops import reference
+from lmdeploy_sdk.ops.metadata import AttentionMetadata
+
+HEAD_DIMS = (64, 128)
+DECODE_GROUP_SIZES = (1, 2, 4, 8)  # query heads per CTA the decode kernel is built for
+DECODE_MODULE = "paged_attention_decode"
+DECODE_THREADS = 128
+DECODE_MIN_SPLIT = 512  # host heuristic: a split covers at least this many tokens
+PREFILL_WARPS = {64: 4, 128: 8}  # 16 query rows per warp; must match the .cu instantiation
+LOG2E = 1.4426950408889634
+
+
+def _served(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    return (
+        q.dim() == 3
+        and k_cache.dim() == 4
+        and q.dtype in SUPPORTED_DTYPES
+        and k_cache.dtype == v_cache.dtype == q.dtype
+        and v_cache.shape == k_cache.shape
+        and q.shape[-1] == k_cache.shape[-1]
+        and q.shape[-1] in HEAD_DIMS
+        and q.shape[1] % k_cache.shape[2] == 0
+        and k_cache.is_contiguous()
+        and v_cache.is_contiguous()
+        and k_cache.data_ptr() % 16 == 0
+        and v_cache.data_ptr() % 16 == 0
+        and q.device == k_cache.device == v_cache.device
+    )
+
+
+@functools.cache
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+def decode_group(group: int) -> tuple[int, int]:
+    """(heads per CTA, kernel variant) for `group` query heads per kv head.
+
+    A CTA serves the largest divisor of the group that fits the biggest variant (8),
+    so every kv row it reads is shared by as many heads as registers allow.
+    """
+    heads = max(d for d in range(1, min(group, DECODE_GROUP_SIZES[-1]) + 1) if group % d == 0)
+    variant = next(g for g in DECODE_GROUP_SIZES if g >= heads)
+    return heads, variant
+
+
+def choose_num_splits(num_ctas: int, max_kv_len: int, resident_ctas: int) -> int:
+    """Context splits per sequence for a decode launch of `num_ctas` CTAs per split.
+
+    Every CTA of a split does about the same work, so a grid that leaves the last
+    wave of the GPU's `resident_ctas` slots half empty wastes that half. Take the
+    fewest splits whose wave efficiency is within 5% of the best one, never making
+    a split shorter than DECODE_MIN_SPLIT tokens.
+    """
+    max_splits = max(1, math.ceil(max_kv_len / DECODE_MIN_SPLIT))
+    resident_ctas = max(resident_ctas, 1)
+
+    def efficiency(splits: int) -> float:
+        ctas = num_ctas * splits
+        return ctas / (math.ceil(ctas / resident_ctas) * resident_ctas)
+
+    best = max(efficiency(s) for s in range(1, max_splits + 1))
+    return next(s for s in range(1, max_splits + 1) if efficiency(s) >= 0.95 * best)
+
+
+def _common_args(q: torch.Tensor, k_cache: torch.Tensor, meta: AttentionMetadata):
+    block_tables = int32_device(meta.block_tables, q.device)
+    kv_lens = int32_device(meta.kv_lens, q.device)
+    return block_tables, kv_lens, k_cache.shape[1]
+
+
+def paged_decode(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+    num_splits: int | None = None,
+) -> torch.Tensor:
+    """Decode attention (q_len == 1 for every sequence); num_splits overrides the heuristic."""
+    # q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D] -> out: [B, Hq, D]
+    q = as_vec8(q)
+    batch, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    heads, variant = decode_group(num_q_heads // num_kv_heads)
+    block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
+    sfx = driver.dtype_suffix(q.dtype)
+    kernel = f"paged_decode_{sfx}_d{head_dim}_g{variant}"
+    ctas = batch * (num_q_heads // heads)
+    if num_splits is not None and num_splits < 1:
+        raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if num_splits is None and meta.max_kv_len <= DECODE_MIN_SPLIT:
+        num_splits = 1
+    elif num_splits is None:
+        index = _device_index(q.device)
+        per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS)
+        num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * _sm_count(index))
+    splits = num_splits
+    out = torch.empty((batch, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    part_o = part_ml = None
+    if splits > 1:
+        part_o = torch.empty((batch, num_q_heads, splits, head_dim), dtype=torch.float32, device=q.device)
+        part_ml = torch.empty((batch, num_q_heads, splits, 2), dtype=torch.float32, device=q.device)
+    driver.launch(
+        q.device,
+        DECODE_MODULE,
+        kernel,
+        grid=(batch, num_q_heads // heads, splits),
+        block=(DECODE_THREADS,),
+        args=(
+            driver.ptr(out),
+            driver.ptr(part_o),
+            driver.ptr(part_ml),
+            driver.ptr(q),
+            driver.ptr(k_cache),
+            driver.ptr(v_cache),
+            driver.ptr(kv_lens),
+            driver.ptr(block_tables),
+            driver.i32(block_tables.stride(0)),
+            driver.i64(q.stride(0)),
+            driver.i64(q.stride(1)),
+            driver.i32(num_q_heads),
+            driver.i32(num_kv_heads),
+            driver.i32(heads),
+            driver.i32(block_size),
+            driver.i32(block_shift(block_size)),
+            driver.f32(scale * LOG2E),
+        ),
+    )
+    if splits > 1:
+        driver.launch(
+            q.device,
+            DECODE_MODULE,
+            f"paged_decode_reduce_{sfx}_d{head_dim}",
+            grid=(batch * num_q_heads,),
+            block=(head_dim,),
+            args=(
+                driver.ptr(out),
+                driver.ptr(part_o),
+                driver.ptr(part_ml),
+                driver.ptr(kv_lens),
+                driver.i32(num_q_heads),
+                driver.i32(splits),
+            ),
+        )
+    return out
+
+
+def paged_prefill(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    """Causal attention of any number of new tokens per sequence over its cached context."""
+    # q: [T, Hq, D]; caches: [num_blocks, block_size, Hkv, D] -> out: [T, Hq, D]
+    q = as_vec8(q)
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k_cache.shape[2]
+    block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
+    cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
+    out = torch.empty((num_tokens, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    warps = PREFILL_WARPS[head_dim]
+    q_tiles = math.ceil(meta.max_q_len / (16 * warps))
+    driver.launch(
+        q.device,
+        "paged_attention_prefill",
+        f"paged_prefill_{driver.dtype_suffix(q.dtype)}_d{head_dim}",
+        grid=(q_tiles, num_q_heads, meta.num_seqs),
+        block=(32 * warps,),
+        args=(
+            driver.ptr(out),
+            driver.ptr(q),
+            driver.ptr(k_cache),
+            driver.ptr(v_cache),
+            driver.ptr(cu_seqlens_q),
+            driver.ptr(kv_lens),
+            driver.ptr(block_tables),
+            driver.i32(block_tables.stride(0)),
+            driver.i64(q.stride(0)),
+            driver.i64(q.stride(1)),
+            driver.i32(num_q_heads),
+            driver.i32(num_kv_heads),
+            driver.i32(block_size),
+            driver.i32(block_shift(block_size)),
+            driver.f32(scale * LOG2E),
+        ),
+    )
+    return out
+
+
+def paged_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    meta: AttentionMetadata,
+    scale: float,
+) -> torch.Tensor:
+    # q: [T, Hq, D] -> out: [T, Hq, D]
+    if not _served(q, k_cache, v_cache) or meta.num_seqs == 0:
+        return reference.paged_attention(q, k_cache, v_cache, meta, scale)
+    if meta.is_decode and q.shape[0] == meta.num_seqs:
+        return paged_decode(q, k_cache, v_cache, meta, scale)
+    return paged_prefill(q, k_cache, v_cache, meta, scale)

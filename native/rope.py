@@ -1,0 +1,69 @@
+"""Rotary embedding (NeoX rotate-half) of q and k in one launch of `rope.ptx`."""
+from __future__ import annotations
+
+import torch
+
+from lmdeploy_sdk.native import driver
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
+from lmdeploy_sdk.ops import reference
+
+
+def _served(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor) -> bool:
+    return (
+        q.dim() == 3
+        and k.dim() == 3
+        and q.dtype in SUPPORTED_DTYPES
+        and k.dtype == q.dtype
+        and k.device == q.device
+        and q.shape[0] == k.shape[0] == positions.numel()
+        and q.shape[-1] == k.shape[-1]
+        and q.shape[-1] % 2 == 0
+        and cos_sin.dim() == 2
+        and cos_sin.shape[-1] == q.shape[-1]
+        and cos_sin.device == q.device
+        and positions.device == q.device
+    )
+
+
+def apply_rope(
+    q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    # q: [T, Hq, D], k: [T, Hkv, D] (strided views allowed); positions: [T];
+    # cos_sin: [max_pos, D] fp32 -> (q_rot [T, Hq, D], k_rot [T, Hkv, D]) contiguous
+    if not _served(q, k, positions, cos_sin):
+        return reference.apply_rope(q, k, positions, cos_sin)
+    if q.stride(-1) != 1:
+        q = q.contiguous()
+    if k.stride(-1) != 1:
+        k = k.contiguous()
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    positions = positions.to(torch.int64).contiguous()
+    cos_sin = cos_sin.to(torch.float32).contiguous()
+    q_out = torch.empty((num_tokens, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    k_out = torch.empty((num_tokens, num_kv_heads, head_dim), dtype=k.dtype, device=k.device)
+    pairs = (num_q_heads + num_kv_heads) * head_dim // 2
+    threads = min(256, (pairs + 31) // 32 * 32)
+    driver.launch(
+        q.device,
+        "rope",
+        f"apply_rope_{driver.dtype_suffix(q.dtype)}",
+        grid=(num_tokens,),
+        block=(threads,),
+        args=(
+            driver.ptr(q_out),
+            driver.ptr(k_out),
+            driver.ptr(q),
+            driver.ptr(k),
+            driver.ptr(positions),
+            driver.ptr(cos_sin),
+            driver.i32(num_q_heads),
+            driver.i32(num_kv_heads),
+            driver.i32(head_dim),
+            driver.i64(q.stride(0)),
+            driver.i64(q.stride(1)),
+            driver.i64(k.stride(0)),
+            driver.i64(k.stride(1)),
+        ),
+    )
+    return q_out, k_out

@@ -1,0 +1,149 @@
+// Shared device helpers: 16-byte vectors of fp16/bf16 <-> fp32, warp reductions.
+// Every kernel file includes this; the kernels themselves are `extern "C"` so the
+// driver finds them by plain name (<op>_<dtype>[_d<D>][_g<G>]).
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+namespace lmd {
+
+template <typename T>
+struct Pair;
+template <>
+struct Pair<__half> {
+  using type = __half2;
+};
+template <>
+struct Pair<__nv_bfloat16> {
+  using type = __nv_bfloat162;
+};
+
+__device__ __forceinline__ float2 to_float2(__half2 v) { return __half22float2(v); }
+__device__ __forceinline__ float2 to_float2(__nv_bfloat162 v) { return __bfloat1622float2(v); }
+
+template <typename T>
+__device__ __forceinline__ T from_float(float v);
+template <>
+__device__ __forceinline__ __half from_float<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
+
+template <typename T>
+__device__ __forceinline__ float to_float(T v);
+template <>
+__device__ __forceinline__ float to_float<__half>(__half v) {
+  return __half2float(v);
+}
+template <>
+__device__ __forceinline__ float to_float<__nv_bfloat16>(__nv_bfloat16 v) {
+  return __bfloat162float(v);
+}
+
+// Two floats -> one 32-bit register of two T (lo in the low half), as mma fragments want.
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __half) {
+  __half2 h = __floats2half2_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+__device__ __forceinline__ uint32_t pack2(float lo, float hi, __nv_bfloat16) {
+  __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t*>(&h);
+}
+
+// 8 elements of T held in one uint4 (one 16-byte load) -> 8 floats.
+template <typename T>
+__device__ __forceinline__ void unpack8(const uint4& raw, float (&f)[8]) {
+  using P = typename Pair<T>::type;
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    P p = *reinterpret_cast<const P*>(&w[i]);
+    float2 v = to_float2(p);
+    f[2 * i] = v.x;
+    f[2 * i + 1] = v.y;
+  }
+}
+
+// 8 floats -> 8 elements of T (round to nearest even) in one uint4.
+template <typename T>
+__device__ __forceinline__ uint4 pack8(const float (&f)[8]) {
+  uint4 r;
+  r.x = pack2(f[0], f[1], T());
+  r.y = pack2(f[2], f[3], T());
+  r.z = pack2(f[4], f[5], T());
+  r.w = pack2(f[6], f[7], T());
+  return r;
+}
+
+// Round each float through T and back: reproduces torch's per-op rounding.
+template <typename T>
+__device__ __forceinline__ float round_to(float v) {
+  return to_float<T>(from_float<T>(v));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+  return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+  for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+  return v;
+}
+
+// Sum each of N per-lane partial values over a group of L lanes (N, L powers of two,
+// N <= L) in log2(L) shuffle rounds moving N/2, N/4, ... values instead of N each:
+// in round k a lane keeps one half of its values and swaps the other half with its
+// partner. Afterwards lane j holds the full sum of one head, `head`; `writer` marks
+// one lane per head.
+struct ButterflyResult {
+  float value;
+  int head;
+  bool writer;
+};
+
+template <int N, int L>
+__device__ __forceinline__ ButterflyResult butterfly_sum(float (&v)[N], int lane_in_group) {
+  int head = 0;
+  int count = N;
+  int writer_mask = L - 1;  // low lane bits that must be 0 for the writer lane
+#pragma unroll
+  for (int off = L / 2; off > 0; off >>= 1) {
+    if (count > 1) {
+      const int half = count / 2;
+      const bool upper = (lane_in_group & off) != 0;
+#pragma unroll
+      for (int i = 0; i < N / 2; ++i) {
+        if (i < half) {
+          const float send = upper ? v[i] : v[i + half];
+          const float keep = upper ? v[i + half] : v[i];
+          v[i] = keep + __shfl_xor_sync(0xffffffffu, send, off);
+        }
+      }
+      head += upper ? half : 0;
+      count = half;
+      writer_mask = off - 1;
+    } else {
+      v[0] += __shfl_xor_sync(0xffffffffu, v[0], off);
+    }
+  }
+  return {v[0], head, (lane_in_group & writer_mask) == 0};
+}
+
+// 16-byte global load the compiler may not hoist or merge (for deliberate reloads).
+__device__ __forceinline__ uint4 load_16_volatile(const uint4* p) {
+  uint4 r;
+  asm volatile("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+               : "l"(p));
+  return r;
+}
+
+}  // namespace lmd

@@ -1,0 +1,104 @@
+"""The Litestar app factory: routes, error map, auth, CORS, metrics, and the engine's lifecycle."""
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator, Callable
+
+import anyio.to_thread
+from litestar import Litestar
+from litestar.config.cors import CORSConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.static_files import create_static_files_router
+
+from lmdeploy_sdk.async_engine import AsyncEngine
+from lmdeploy_sdk.server.access_log import AccessLogMiddleware
+from lmdeploy_sdk.server.admission import AdmissionLimiter
+from lmdeploy_sdk.server.auth import DOCS_PREFIX, APIKeyMiddleware
+from lmdeploy_sdk.server.context import ServerContext
+from lmdeploy_sdk.server.drain import DrainController
+from lmdeploy_sdk.server.errors import EXCEPTION_HANDLERS
+from lmdeploy_sdk.server.metrics import ServerMetrics
+from lmdeploy_sdk.server.routes import native_api, openai_api, service_api
+from lmdeploy_sdk.server.settings import ServerSettings
+from lmdeploy_sdk.version import __version__
+
+EngineFactory = Callable[[], AsyncEngine]
+
+
+def _engine_lifespan(ctx: ServerContext, engine: AsyncEngine | EngineFactory):
+    """Build the engine at startup (off the event loop) and close it at shutdown.
+
+    A ready AsyncEngine is used as is and left open: its owner closes it.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: Litestar) -> AsyncIterator[None]:
+        owned = not isinstance(engine, AsyncEngine)
+        ctx.engine_ = await anyio.to_thread.run_sync(engine) if owned else engine
+        try:
+            yield
+        finally:
+            ctx.drain.close()
+            if owned:
+                await anyio.to_thread.run_sync(ctx.engine_.close)
+            ctx.engine_ = None
+
+    return lifespan
+
+
+def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | None = None) -> Litestar:
+    """An OpenAI-compatible API server for one model.
+
+    engine: a ready AsyncEngine (shared, not closed by the app) or a callable that builds one
+    when the app starts (closed when it stops).
+    """
+    settings = settings or ServerSettings()
+    ctx = ServerContext(
+        settings=settings,
+        limiter=AdmissionLimiter(settings.max_concurrent_requests, settings.retry_after_s),
+        drain=DrainController(),
+        metrics=ServerMetrics(lambda: ctx.engine_.stats() if ctx.engine_ is not None else None),
+    )
+    handlers = [*openai_api.ROUTES, *native_api.ROUTES, service_api.health, service_api.chat_page,
+                create_static_files_router(path="/static", directories=[service_api.STATIC_DIR],
+                                           include_in_schema=False)]
+    handlers.append(service_api.chat_page_at_root if settings.chat_page_at_root else service_api.docs_redirect)
+    if not settings.disable_metrics:
+        handlers.append(service_api.metrics)
+    middleware = [DefineMiddleware(AccessLogMiddleware, observe=ctx.metrics.observe_request)]
+    if settings.api_keys:
+        middleware.append(DefineMiddleware(APIKeyMiddleware, api_keys=settings.api_keys))
+    cors = None
+    if settings.allow_origins:
+        cors = CORSConfig(
+            allow_origins=list(settings.allow_origins),
+            allow_credentials=settings.allow_credentials,
+            allow_methods=list(settings.allow_methods),
+            allow_headers=list(settings.allow_headers),
+        )
+    app = Litestar(
+        route_handlers=handlers,
+        dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=middleware,
+        cors_config=cors,
+        lifespan=[_engine_lifespan(ctx, engine)],
+        openapi_config=OpenAPIConfig(
+            title="lmdeploy-sdk API server",
+            version=__version__,
+            description="OpenAI-compatible API with LMDeploy's extras",
+            path=DOCS_PREFIX,
+            render_plugins=[SwaggerRenderPlugin()],
+        ),
+        logging_config=None,
+    )
+    app.state.ctx = ctx
+    return app
+
+
+def server_context(app: Litestar) -> ServerContext:
+    """The shared state of an app made by create_app (for the launcher and tests)."""
+    return app.state.ctx

@@ -1,0 +1,172 @@
+"""`/v1/chat/completions` request, response and stream chunk (OpenAI's shapes plus LMDeploy's extras).
+
+Sampling defaults are LMDeploy's (temperature 0.7, top_k 40), since its users are who we serve.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from lmdeploy_sdk.server.schemas.common import FinishReason, StreamOptions, Usage
+
+# Largest n (choices per request) we accept: each choice is a sequence in the engine.
+MAX_N = 64
+
+NonNegativeInt = Annotated[int, Meta(ge=0)]
+# Penalties far outside this range overflow float32 logits; they are rejected rather than sampled as NaN.
+RepetitionPenalty = Annotated[float, Meta(ge=1e-6, le=1e6)]
+# Any int64 seed is accepted; choice i of a request uses (seed + i) folded into 64 bits.
+Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
+
+
+class ContentPart(msgspec.Struct, kw_only=True):
+    """One part of a multi-part message; only text parts can be served by a text model."""
+
+    type: str
+    text: str | None = None
+
+
+class ToolCallFunction(msgspec.Struct, kw_only=True):
+    name: str
+    arguments: str
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ToolCallDelta(msgspec.Struct, kw_only=True):
+    """A tool call in a streamed chunk (OpenAI numbers them with `index`)."""
+
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
+class ChatMessage(msgspec.Struct, kw_only=True):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+
+
+class FunctionDefinition(msgspec.Struct, kw_only=True):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class Tool(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: FunctionDefinition
+
+
+class NamedFunction(msgspec.Struct, kw_only=True):
+    name: str
+
+
+class NamedToolChoice(msgspec.Struct, kw_only=True):
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+class ResponseFormat(msgspec.Struct, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(msgspec.Struct, kw_only=True):
+    model: str
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.7
+    top_p: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
+    n: Annotated[int, Meta(ge=1, le=MAX_N)] = 1
+    max_tokens: NonNegativeInt | None = None
+    max_completion_tokens: NonNegativeInt | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    seed: Seed | None = None
+    logprobs: bool = False
+    top_logprobs: Annotated[int, Meta(ge=0, le=20)] | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    response_format: ResponseFormat | None = None
+    user: str | None = None
+    # LMDeploy extras
+    top_k: NonNegativeInt = 40
+    min_p: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0
+    repetition_penalty: RepetitionPenalty = 1.0
+    ignore_eos: bool = False
+    skip_special_tokens: bool = True
+    min_new_tokens: NonNegativeInt | None = None
+    session_id: int | None = None
+
+
+class TopLogprob(msgspec.Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(msgspec.Struct, kw_only=True):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top_logprobs: list[TopLogprob]
+
+
+class ChoiceLogprobs(msgspec.Struct, kw_only=True):
+    content: list[TokenLogprob] | None = None
+
+
+class AssistantMessage(msgspec.Struct, kw_only=True):
+    role: Literal["assistant"] = "assistant"
+    content: str | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class ChatChoice(msgspec.Struct, kw_only=True):
+    index: int
+    message: AssistantMessage
+    finish_reason: FinishReason | None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionResponse(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class DeltaMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChatStreamChoice(msgspec.Struct, kw_only=True):
+    index: int
+    delta: DeltaMessage
+    finish_reason: FinishReason | None = None
+    logprobs: ChoiceLogprobs | None = None
+
+
+class ChatCompletionChunk(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatStreamChoice]
+    usage: Usage | None = None

@@ -1,0 +1,229 @@
+"""OpenAI request -> prompt token ids + one GenerationConfig per choice.
+
+Shared by the HTTP server and the in-process OpenAI shim, so both accept and
+reject exactly the same requests. Nothing here touches the engine: the caller
+gets a `GenerationPlan` and runs it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from lmdeploy_sdk.messages import GenerationConfig
+from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest, ChatMessage
+from lmdeploy_sdk.server.schemas.completions import CompletionRequest
+
+SEED_MODULUS = 2**64
+# Below this, sampling is argmax in all but name (and 1/T overflows float32 logits): decode greedily.
+MIN_SAMPLING_TEMPERATURE = 1e-5
+
+
+class PromptTokenizer(Protocol):
+    def encode_prompt(
+        self, prompt: str | list[dict], do_preprocess: bool = True, tools: list[dict] | None = None
+    ) -> list[int]: ...
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+
+
+class InvalidRequest(ValueError):
+    """A request that cannot be served as asked; `param` names the offending field (OpenAI's error.param)."""
+
+    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request") -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    """What one API request asks of the engine. Choice i continues prompts[prompt_of_choice[i]]."""
+
+    prompts: list[list[int]]
+    configs: list[GenerationConfig]
+    prompt_of_choice: list[int]
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(p) for p in self.prompts)
+
+    @property
+    def num_choices(self) -> int:
+        return len(self.configs)
+
+
+def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """OpenAI messages as the chat template wants them ('developer' is a system turn)."""
+    out = []
+    for m in messages:
+        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+        if isinstance(m.content, list):
+            d["content"] = [{"type": p.type, "text": p.text} for p in m.content]
+        else:
+            d["content"] = m.content
+        if m.name is not None:
+            d["name"] = m.name
+        if m.tool_call_id is not None:
+            d["tool_call_id"] = m.tool_call_id
+        if m.tool_calls:
+            d["tool_calls"] = [
+                {"id": c.id, "type": c.type, "function": {"name": c.function.name,
+                                                         "arguments": _json_or_str(c.function.arguments)}}
+                for c in m.tool_calls
+            ]
+        out.append(d)
+    return out
+
+
+def _json_or_str(text: str) -> Any:
+    """Templates index tool-call arguments as a mapping; keep non-JSON text as it is."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def check_prompt_length(ids: list[int], session_len: int, param: str) -> None:
+    if len(ids) > session_len:
+        raise InvalidRequest(
+            f"the prompt has {len(ids)} tokens, more than this model's session_len ({session_len}); "
+            "shorten the prompt",
+            param,
+            "context_length_exceeded",
+        )
+
+
+def _reject_unsupported(req: ChatCompletionRequest | CompletionRequest) -> None:
+    for name in ("presence_penalty", "frequency_penalty"):
+        value = getattr(req, name)
+        if value != 0:
+            raise InvalidRequest(
+                f"{name}={value} is not supported; use repetition_penalty instead", name, "unsupported_parameter"
+            )
+
+
+def build_config(**fields: Any) -> GenerationConfig:
+    """GenerationConfig(**fields), sampling unless temperature is ~0; a bad value becomes InvalidRequest."""
+    temperature = fields.get("temperature", 1.0)
+    stop = fields.pop("stop", None)
+    try:
+        return GenerationConfig(
+            do_sample=temperature >= MIN_SAMPLING_TEMPERATURE,
+            stop_words=[stop] if isinstance(stop, str) else (stop or None),
+            **fields,
+        )
+    except ValueError as e:  # GenerationConfig names the field and value
+        raise InvalidRequest(str(e), _field_of(str(e))) from e
+
+
+def _choice_configs(
+    req: ChatCompletionRequest | CompletionRequest, max_new_tokens: int, logprobs: int | None
+) -> list[GenerationConfig]:
+    """One config per choice; choice i gets seed + i so n seeded choices differ but repeat."""
+    base = build_config(
+        max_new_tokens=max_new_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        top_k=req.top_k,
+        min_p=req.min_p,
+        repetition_penalty=req.repetition_penalty,
+        ignore_eos=req.ignore_eos,
+        skip_special_tokens=req.skip_special_tokens,
+        min_new_tokens=req.min_new_tokens,
+        stop=req.stop,
+        logprobs=logprobs,
+    )
+    seed = req.seed
+    return [base.replace(random_seed=fold_seed(seed, i)) for i in range(req.n)]
+
+
+def fold_seed(seed: int | None, offset: int = 0) -> int | None:
+    return None if seed is None else (seed + offset) % SEED_MODULUS
+
+
+def _field_of(message: str) -> str | None:
+    head = message.split("=", 1)[0]
+    return "stop" if head == "stop_words" else (head if head.isidentifier() else None)
+
+
+def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_len: int) -> GenerationPlan:
+    _reject_unsupported(req)
+    if req.response_format is not None and req.response_format.type != "text":
+        raise InvalidRequest(
+            f"response_format type {req.response_format.type!r} is not supported (no constrained decoding yet)",
+            "response_format", "unsupported_parameter",
+        )
+    if req.tool_choice is not None and req.tool_choice not in ("none", "auto"):
+        raise InvalidRequest(
+            "only tool_choice 'auto' and 'none' are supported (no constrained decoding yet)",
+            "tool_choice", "unsupported_parameter",
+        )
+    tools = None
+    if req.tools and req.tool_choice != "none":
+        tools = [{"type": t.type, "function": _function_dict(t.function)} for t in req.tools]
+    try:
+        ids = tokenizer.encode_prompt(message_dicts(req.messages), do_preprocess=True, tools=tools)
+    except ValueError as e:
+        raise InvalidRequest(str(e), "messages") from e
+    check_prompt_length(ids, session_len, "messages")
+    limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+    max_new = limit if limit is not None else max(session_len - len(ids), 0)
+    logprobs = (req.top_logprobs or 0) if req.logprobs else None
+    configs = _choice_configs(req, max_new, logprobs)
+    return GenerationPlan([ids], configs, [0] * len(configs))
+
+
+def _function_dict(f: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": f.name}
+    if f.description is not None:
+        d["description"] = f.description
+    d["parameters"] = f.parameters if f.parameters is not None else {"type": "object", "properties": {}}
+    return d
+
+
+def completion_prompts(prompt: str | list[Any]) -> list[str | list[int]]:
+    """The prompts of a completions request: str, [str, ...], [id, ...] or [[id, ...], ...]."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if not prompt:
+        raise InvalidRequest("prompt must not be an empty list", "prompt")
+    if all(isinstance(p, str) for p in prompt):
+        return list(prompt)
+    if all(_is_ids(p) for p in prompt):
+        return [list(prompt)]
+    if all(isinstance(p, list) and p and all(_is_ids(t) for t in p) for p in prompt):
+        return [list(p) for p in prompt]
+    raise InvalidRequest(
+        "prompt must be a str, a list of str, a list of token ids (ints >= 0) or a list of token-id lists",
+        "prompt",
+    )
+
+
+def _is_ids(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+
+
+def completion_plan(req: CompletionRequest, tokenizer: PromptTokenizer, session_len: int) -> GenerationPlan:
+    _reject_unsupported(req)
+    if req.suffix is not None:
+        raise InvalidRequest("suffix is not supported", "suffix", "unsupported_parameter")
+    if req.best_of is not None and req.best_of != req.n:
+        raise InvalidRequest("best_of other than n is not supported", "best_of", "unsupported_parameter")
+    if req.echo and req.logprobs is not None:
+        raise InvalidRequest("echo with logprobs is not supported (no prompt logprobs)", "echo",
+                             "unsupported_parameter")
+    prompts = []
+    for p in completion_prompts(req.prompt):
+        try:
+            ids = p if isinstance(p, list) else tokenizer.encode_prompt(p, do_preprocess=False)
+        except ValueError as e:
+            raise InvalidRequest(str(e), "prompt") from e
+        check_prompt_length(ids, session_len, "prompt")
+        prompts.append(ids)
+    longest = max(len(p) for p in prompts)
+    max_new = req.max_tokens if req.max_tokens is not None else max(session_len - longest, 0)
+    per_prompt = _choice_configs(req, max_new, req.logprobs)
+    configs = [c for _ in prompts for c in per_prompt]
+    return GenerationPlan(prompts, configs, [i for i in range(len(prompts)) for _ in per_prompt])

@@ -1,0 +1,101 @@
+"""Every host wrapper's launch matches its kernel's PTX signature (checked without a GPU).
+
+driver.launch is replaced by a recorder; each wrapper runs on CPU tensors and the
+recorded kernel name, argument sizes/kinds and block size are checked against the
+`.entry` declarations parsed from the committed PTX.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import re
+
+import pytest
+import torch
+
+from lmdeploy_sdk.native import activation, build, driver, kv_cache, norm, rope
+from lmdeploy_sdk.native import paged_attention as native_attention
+from lmdeploy_sdk.ops.metadata import AttentionMetadata
+
+ENTRY = re.compile(r"\.visible \.entry (\w+)\((.*?)\)\s*\.maxntid (\d+), (\d+), (\d+)", re.S)
+PARAM = re.compile(r"\.param \.(\w+) \w+")
+PTX_TYPES = {"u64": (8, "int"), "s64": (8, "int"), "u32": (4, "int"), "s32": (4, "int"), "f32": (4, "float")}
+
+
+@functools.cache
+def _entries(module: str) -> dict[str, tuple[list[str], int]]:
+    text = (build.PTX_DIR / f"{module}.ptx").read_text()
+    return {m[1]: (PARAM.findall(m[2]), int(m[3])) for m in ENTRY.finditer(text)}
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.kernels: list[str] = []
+
+    def __call__(self, device, module, kernel, grid, block, args, shared_mem=0) -> None:
+        entries = _entries(module)
+        assert kernel in entries, f"{kernel} not in {module}.ptx"
+        params, max_threads = entries[kernel]
+        assert len(args) == len(params), f"{kernel}: {len(args)} args for {len(params)} params"
+        for i, (arg, ptx_type) in enumerate(zip(args, params)):
+            size, kind = PTX_TYPES[ptx_type]
+            assert ctypes.sizeof(arg) == size, f"{kernel} param {i}: {type(arg).__name__} vs .{ptx_type}"
+            assert isinstance(arg, ctypes.c_float) == (kind == "float"), f"{kernel} param {i}"
+        assert all(g > 0 for g in grid) and 0 < block[0] <= max_threads, f"{kernel}: grid {grid} block {block}"
+        self.kernels.append(kernel)
+
+
+@pytest.fixture
+def recorder(monkeypatch) -> Recorder:
+    rec = Recorder()
+    monkeypatch.setattr(driver, "launch", rec)
+    monkeypatch.setattr(native_attention, "_sm_count", lambda index: 132)
+    return rec
+
+
+def _meta(q_lens: list[int], kv_lens: list[int], block_size: int) -> AttentionMetadata:
+    max_blocks = -(-max(kv_lens) // block_size)
+    return AttentionMetadata(
+        cu_seqlens_q=torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32),
+        kv_lens=torch.tensor(kv_lens, dtype=torch.int32),
+        block_tables=torch.zeros((len(q_lens), max_blocks), dtype=torch.int32),
+        slot_mapping=torch.zeros(sum(q_lens), dtype=torch.int64),
+        q_lens_cpu=q_lens,
+        kv_lens_cpu=kv_lens,
+        max_q_len=max(q_lens),
+        max_kv_len=max(kv_lens),
+        block_size=block_size,
+    )
+
+
+@pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
+def test_small_op_launches(recorder, dtype, sfx):
+    x = torch.randn(4, 4096, dtype=dtype)
+    w = torch.randn(4096, dtype=dtype)
+    norm.rms_norm(x, w, 1e-6)
+    norm.add_rms_norm(x, x, w, 1e-6)
+    q, k = torch.randn(3, 8, 128, dtype=dtype), torch.randn(3, 2, 128, dtype=dtype)
+    rope.apply_rope(q, k, torch.tensor([0, 5, 9]), torch.randn(16, 128))
+    activation.silu_and_mul(torch.randn(3, 2 * 1376, dtype=dtype))
+    kv_cache.store_kv(k, k, torch.zeros(4, 16, 2, 128, dtype=dtype), torch.zeros(4, 16, 2, 128, dtype=dtype),
+                      torch.tensor([1, 2, 3]))
+    assert recorder.kernels == [f"rms_norm_{sfx}", f"rms_norm_{sfx}", f"apply_rope_{sfx}",
+                                f"silu_and_mul_{sfx}", f"store_kv_{sfx}"]
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("hq, hkv, variant", [(8, 8, 1), (32, 8, 4), (28, 4, 8), (32, 2, 8)])
+def test_attention_launches(recorder, head_dim, hq, hkv, variant):
+    caches = [torch.zeros(8, 16, hkv, head_dim, dtype=torch.bfloat16) for _ in range(2)]
+    decode_q = torch.randn(3, hq, head_dim, dtype=torch.bfloat16)
+    native_attention.paged_attention(decode_q, *caches, _meta([1, 1, 1], [5, 16, 40], 16), 0.1)
+    native_attention.paged_decode(decode_q, *caches, _meta([1, 1, 1], [5, 16, 40], 16), 0.1, num_splits=4)
+    prefill_q = torch.randn(12, hq, head_dim, dtype=torch.bfloat16)
+    native_attention.paged_attention(prefill_q, *caches, _meta([2, 10], [30, 10], 16), 0.1)
+    d = f"bf16_d{head_dim}"
+    assert recorder.kernels == [
+        f"paged_decode_{d}_g{variant}",
+        f"paged_decode_{d}_g{variant}",
+        f"paged_decode_reduce_{d}",
+        f"paged_prefill_{d}",
+    ]

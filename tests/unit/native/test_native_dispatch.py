@@ -1,0 +1,105 @@
+"""get_op's contract on machines without a usable GPU, and the host-side helpers."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lmdeploy_sdk import native, ops
+from lmdeploy_sdk.native import driver, layout
+from lmdeploy_sdk.native import paged_attention as native_attention
+
+
+@pytest.fixture
+def fresh_availability():
+    native.native_available.cache_clear()
+    yield
+    native.native_available.cache_clear()
+
+
+def test_cpu_tensors_never_reach_native():
+    x = torch.randn(3, 16)
+    assert ops._native("rms_norm", x) is None
+    torch.testing.assert_close(ops.rms_norm(x, torch.ones(16), 1e-6), ops.reference.rms_norm(x, torch.ones(16), 1e-6))
+
+
+def test_no_cuda_means_no_op(monkeypatch, fresh_availability):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for name in native.OP_NAMES:
+        assert native.get_op(name, torch.bfloat16) is None
+
+
+def test_no_cuda_python_means_no_op(monkeypatch, fresh_availability):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(native, "cuda_bindings_available", lambda: False)
+    assert native.get_op("paged_attention", torch.float16) is None
+
+
+def test_old_gpu_means_no_op(monkeypatch, fresh_availability):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(native, "cuda_bindings_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (7, 5))
+    assert native.get_op("rms_norm", torch.float16) is None
+
+
+def test_float32_has_no_kernel(monkeypatch, fresh_availability):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(native, "cuda_bindings_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda i=0: (9, 0))
+    assert native.get_op("rms_norm", torch.float32) is None
+    assert callable(native.get_op("rms_norm", torch.bfloat16))
+
+
+def test_unknown_op_name_is_an_error():
+    with pytest.raises(ValueError, match="'flash_mla'"):
+        native.get_op("flash_mla", torch.float16)
+
+
+def test_imports_without_cuda_python():
+    # Block `cuda` entirely, as on a machine without cuda-bindings installed.
+    code = (
+        "import sys; sys.modules['cuda'] = None\n"
+        "import torch\n"
+        "from lmdeploy_sdk import native\n"
+        "from lmdeploy_sdk.native import driver\n"
+        "assert not driver.cuda_bindings_available()\n"
+        "assert native.get_op('rms_norm', torch.float16) is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dtype_suffix_rejects_other_dtypes():
+    assert driver.dtype_suffix(torch.bfloat16) == "bf16"
+    with pytest.raises(ValueError, match="float32"):
+        driver.dtype_suffix(torch.float32)
+
+
+@pytest.mark.parametrize("size, shift", [(16, 4), (64, 6), (1, 0), (24, -1), (48, -1)])
+def test_block_shift(size, shift):
+    assert layout.block_shift(size) == shift
+
+
+def test_vec8_ready():
+    base = torch.zeros(4, 48)
+    assert layout.vec8_ready(base)
+    assert layout.vec8_ready(base[:, 8:24])  # row stride 48, offset 32 bytes
+    assert not layout.vec8_ready(base[:, 1:17])  # base pointer off by 4 bytes
+    assert not layout.vec8_ready(base.t())
+    assert layout.vec8_ready(layout.as_vec8(base[:, 1:17]))
+
+
+@pytest.mark.parametrize("group, expected", [(1, (1, 1)), (4, (4, 4)), (7, (7, 8)), (12, (6, 8)), (16, (8, 8)), (3, (3, 4))])
+def test_decode_group(group, expected):
+    assert native_attention.decode_group(group) == expected
+
+
+def test_choose_num_splits():
+    slots = 4 * 132  # resident CTAs on a 132-SM GPU at 4 CTAs per SM
+    assert native_attention.choose_num_splits(256, 400, slots) == 1  # too short to split
+    assert native_attention.choose_num_splits(256, 4096, slots) == 2  # one full wave, not 1.45
+    assert 30 <= native_attention.choose_num_splits(8, 16384, slots) <= 32  # <= 512 tokens per split
+    assert native_attention.choose_num_splits(512, 8192, slots) == 1  # already a full wave
