@@ -39,13 +39,26 @@ def responses(success: type | None, statuses: tuple[int, ...] = COMMON) -> dict[
     return out
 
 
-def _add_stream_body(op: Operation, media_type: str, description: str) -> None:
+# One server-sent event as SSE parsers (and schema checkers) see it: its fields, `data` holding our JSON.
+_SSE_EVENT = dict(
+    type=OpenAPIType.OBJECT,
+    properties={
+        "data": Schema(type=OpenAPIType.STRING),
+        "event": Schema(type=OpenAPIType.STRING),
+        "id": Schema(type=OpenAPIType.STRING),
+        "retry": Schema(type=OpenAPIType.INTEGER),
+    },
+)
+
+
+def _add_stream_body(op: Operation, media_type: str, description: str, schema: dict | None = None) -> None:
     if not op.responses or "200" not in op.responses:
         return
     ok: Any = op.responses["200"]
     if isinstance(ok, OpenAPIResponse):
         ok.content = dict(ok.content or {})
-        ok.content[media_type] = OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING, description=description))
+        spec = schema or dict(type=OpenAPIType.STRING)
+        ok.content[media_type] = OpenAPIMediaType(schema=Schema(description=description, **spec))
 
 
 @dataclass
@@ -54,7 +67,7 @@ class SSEOperation(Operation):
 
     def __post_init__(self) -> None:
         _add_stream_body(self, "text/event-stream",
-                         "With stream=true: server-sent events, one JSON chunk each, then [DONE]")
+                         "With stream=true: server-sent events, one JSON chunk each, then [DONE]", _SSE_EVENT)
 
 
 @dataclass

@@ -1,0 +1,80 @@
+"""What a LangChain model talks to: the in-process `openai` shims over one engine, or `openai`
+clients of a running API server. Both have the same call surface and answer with the
+same types, so the models above have one code path for both."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from lmdeploy_sdk.messages import ChatTemplateConfig, TurbomindEngineConfig
+from lmdeploy_sdk.sync_pipeline import Pipeline
+
+
+@dataclass
+class Connection:
+    client: Any  # openai.OpenAI or lmdeploy_sdk.integrations.openai.OpenAI
+    async_client: Any  # openai.AsyncOpenAI or lmdeploy_sdk.integrations.openai.AsyncOpenAI
+    model_name: str  # what requests name as `model`
+    end_session: Callable[[int], None]
+    close: Callable[[], None]
+
+
+def in_process(
+    model: str | None,
+    pipeline: Pipeline | None,
+    backend_config: TurbomindEngineConfig | None,
+    chat_template_config: ChatTemplateConfig | None,
+) -> Connection:
+    """Load the model (or share `pipeline`) and open the in-process clients over it."""
+    from lmdeploy_sdk.integrations.openai import AsyncOpenAI, OpenAI
+    from lmdeploy_sdk.sync_pipeline import pipeline as load_pipeline
+
+    owned = pipeline is None
+    pipe = load_pipeline(model, backend_config, chat_template_config) if owned else pipeline
+    client = OpenAI(pipeline=pipe)
+    async_client = AsyncOpenAI(pipeline=pipe)
+
+    def close() -> None:
+        client.close()
+        if owned:
+            pipe.close()
+
+    return Connection(client, async_client, pipe.model_name, client.end_session, close)
+
+
+def api_base(url: str) -> str:
+    """The `/v1` base the `openai` client wants, from a server URL given with or without it."""
+    parts = urlsplit(url.rstrip("/"))
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"base_url must be an http(s) URL of an api_server, got {url!r}")
+    path = parts.path if parts.path.endswith("/v1") else parts.path + "/v1"
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def remote(base_url: str, api_key: str | None, model: str | None, timeout: float | None,
+           max_retries: int) -> Connection:
+    """`openai` clients of the server at base_url; model None means the one it serves."""
+    import openai
+
+    from lmdeploy_sdk.server.client import APIClient
+
+    base = api_base(base_url)
+    args: dict[str, Any] = {"base_url": base, "api_key": api_key or "none", "max_retries": max_retries}
+    if timeout is not None:
+        args["timeout"] = timeout
+    client = openai.OpenAI(**args)
+    async_client = openai.AsyncOpenAI(**args)
+    name = model or client.models.list().data[0].id
+
+    def end_session(session_id: int) -> None:
+        # The server ends a session on an empty interactive turn with interactive_mode=false.
+        with APIClient(base[: -len("/v1")], api_key) as api:
+            for _ in api.chat_interactive_v1("", session_id=session_id, interactive_mode=False):
+                pass
+
+    def close() -> None:
+        client.close()
+
+    return Connection(client, async_client, name, end_session, close)
