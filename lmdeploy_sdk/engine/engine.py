@@ -16,7 +16,6 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
-import torch
 
 from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.request import Request, RequestState, error_response

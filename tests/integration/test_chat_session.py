@@ -12,6 +12,7 @@ def test_three_turns_equal_full_history_and_reuse_the_cache(tiny_llama, make_pip
     pipe = make_pipeline(tiny_llama)
     session = pipe.session()
     history = []
+    prev_len = 0  # tokens of the previous turn's prompt and reply
     for i, text in enumerate(TURNS):
         session = pipe.chat(text, session=session, gen_config=GEN)
         resp = session.response
