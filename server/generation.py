@@ -11,8 +11,8 @@ import asyncio
 import logging
 import time
 
-from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import Response
+from lmdeploy_sdk.server.choice_pump import pump_choice
 from lmdeploy_sdk.server.context import ServerContext
 from lmdeploy_sdk.server.drain import ServerDraining
 from lmdeploy_sdk.server.errors import APIError
@@ -50,26 +50,12 @@ class Generation:
         ctx.inflight.add(api_id, engine_ids, session_id)
         ctx.drain.register(self._stop)
         self._tasks = [
-            asyncio.ensure_future(self._pump(engine, i, rid)) for i, rid in enumerate(engine_ids)
+            asyncio.ensure_future(pump_choice(engine, plan, i, rid, session_id, self._queue, log))
+            for i, rid in enumerate(engine_ids)
         ]
 
     def _stop(self) -> None:
         self._queue.put_nowait(_STOP)
-
-    async def _pump(self, engine, index: int, request_id: str) -> None:
-        prompt = self._plan.prompts[self._plan.prompt_of_choice[index]]
-        try:
-            async for resp in engine.generate(
-                prompt, self._plan.configs[index], session_id=self._session_id, request_id=request_id
-            ):
-                self._queue.put_nowait((index, resp))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the engine raised instead of answering with an error Response
-            log.error("generation %s failed", request_id, exc_info=e)
-            self._queue.put_nowait((index, Response(
-                finish_reason="error", error_code=int(ErrorCode.ENGINE_ERROR), error_message=f"engine error: {e}",
-            )))
 
     def _observe(self, index: int, resp: Response) -> None:
         now = time.perf_counter()

@@ -9,8 +9,8 @@ import asyncio
 import logging
 
 from lmdeploy_sdk.async_engine import AsyncEngine
-from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import Response
+from lmdeploy_sdk.server.choice_pump import pump_choice
 from lmdeploy_sdk.server.translate import GenerationPlan, InvalidRequest
 
 log = logging.getLogger("lmdeploy_sdk.integrations")
@@ -22,27 +22,12 @@ class ChoiceRun:
             raise InvalidRequest("a request on a session_id must have exactly one choice (n=1, one prompt)",
                                  "session_id", "invalid_request")
         self._plan = plan
-        self._session_id = session_id
         self._queue: asyncio.Queue[tuple[int, Response]] = asyncio.Queue()
         self._remaining = plan.num_choices
         self._tasks = [
-            asyncio.ensure_future(self._pump(engine, i, f"{api_id}-{i}")) for i in range(plan.num_choices)
+            asyncio.ensure_future(pump_choice(engine, plan, i, f"{api_id}-{i}", session_id, self._queue, log))
+            for i in range(plan.num_choices)
         ]
-
-    async def _pump(self, engine: AsyncEngine, index: int, request_id: str) -> None:
-        prompt = self._plan.prompts[self._plan.prompt_of_choice[index]]
-        try:
-            async for resp in engine.generate(
-                prompt, self._plan.configs[index], session_id=self._session_id, request_id=request_id
-            ):
-                self._queue.put_nowait((index, resp))
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the engine raised instead of answering with an error Response
-            log.error("generation %s failed", request_id, exc_info=e)
-            self._queue.put_nowait((index, Response(
-                finish_reason="error", error_code=int(ErrorCode.ENGINE_ERROR), error_message=f"engine error: {e}",
-            )))
 
     @property
     def num_choices(self) -> int:

@@ -18,18 +18,18 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.integrations.openai.api_errors import engine_status_error, invalid_request_error, status_error
-from lmdeploy_sdk.integrations.openai.bodies import (
+from lmdeploy_sdk.integrations.openai.bodies import collect, events, run_chunks
+from lmdeploy_sdk.integrations.openai.choice_run import ChoiceRun
+from lmdeploy_sdk.integrations.openai.request_body import parse_request
+from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream
+from lmdeploy_sdk.server.openai_bodies import (
     Event,
     chat_chunks,
     chat_response,
-    collect,
     completion_chunks,
     completion_response,
     echo_texts,
 )
-from lmdeploy_sdk.integrations.openai.choice_run import ChoiceRun
-from lmdeploy_sdk.integrations.openai.request_body import parse_request
-from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest
 from lmdeploy_sdk.server.schemas.completions import CompletionRequest, ModelCard
 from lmdeploy_sdk.server.translate import GenerationPlan, InvalidRequest, chat_plan, completion_plan
@@ -102,7 +102,7 @@ class InProcessAPI:
         run, first = await self._start(plan, api_id, req.session_id, CHAT_PATH)
         tokenizer = self.engine.tokenizer
         if req.stream:
-            chunks = chat_chunks(req, plan, run, first, api_id, created, tokenizer, CHAT_PATH)
+            chunks = run_chunks(chat_chunks(req, plan, events(run, first), api_id, created, tokenizer), run, CHAT_PATH)
             return AsyncChunkStream(_as_openai_chunks(chunks, ChatCompletionChunk))
         accs = await collect(run, first, CHAT_PATH)
         return _as_openai(chat_response(req, plan, accs, api_id, created, tokenizer), ChatCompletion)
@@ -117,7 +117,8 @@ class InProcessAPI:
         created = int(time.time())
         run, first = await self._start(plan, api_id, req.session_id, COMPLETIONS_PATH)
         if req.stream:
-            chunks = completion_chunks(req, plan, echoes, run, first, api_id, created, tokenizer, COMPLETIONS_PATH)
+            chunks = run_chunks(completion_chunks(req, plan, echoes, events(run, first), api_id, created, tokenizer),
+                                run, COMPLETIONS_PATH)
             return AsyncChunkStream(_as_openai_chunks(chunks, Completion))
         accs = await collect(run, first, COMPLETIONS_PATH)
         return _as_openai(completion_response(req, plan, echoes, accs, api_id, created, tokenizer), Completion)
