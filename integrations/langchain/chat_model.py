@@ -85,7 +85,8 @@ class LMDeployChat(EngineParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> ChatResult:
         args = self._create_args(messages, stop, False, kwargs)
-        return chat_result(await self.connection().async_client.chat.completions.create(**args))
+        async with self.connection().async_client() as client:
+            return chat_result(await client.chat.completions.create(**args))
 
     def _stream(
         self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -114,22 +115,23 @@ class LMDeployChat(EngineParams, BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         args = self._create_args(messages, stop, True, kwargs)
-        stream = await self.connection().async_client.chat.completions.create(**args)
-        finish, usage, stream_id = None, None, None
-        try:
-            async for chunk in stream:
-                stream_id = chunk.id
-                usage = chunk.usage or usage
-                if chunk.choices and chunk.choices[0].finish_reason:
-                    finish = chunk.choices[0].finish_reason
-                piece = delta_chunk(chunk)
-                if piece is not None:
-                    if run_manager is not None:
-                        await run_manager.on_llm_new_token(piece.text, chunk=piece)
-                    yield piece
-        finally:
-            await stream.close()
-        yield last_chunk(args["model"], finish, usage, stream_id)
+        async with self.connection().async_client() as client:
+            stream = await client.chat.completions.create(**args)
+            finish, usage, stream_id = None, None, None
+            try:
+                async for chunk in stream:
+                    stream_id = chunk.id
+                    usage = chunk.usage or usage
+                    if chunk.choices and chunk.choices[0].finish_reason:
+                        finish = chunk.choices[0].finish_reason
+                    piece = delta_chunk(chunk)
+                    if piece is not None:
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(piece.text, chunk=piece)
+                        yield piece
+            finally:
+                await stream.close()
+            yield last_chunk(args["model"], finish, usage, stream_id)
 
     def bind_tools(
         self,

@@ -3,7 +3,8 @@ clients of a running API server. Both have the same call surface and answer with
 same types, so the models above have one code path for both."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,10 +16,25 @@ from lmdeploy_sdk.sync_pipeline import Pipeline
 @dataclass
 class Connection:
     client: Any  # openai.OpenAI or lmdeploy_sdk.integrations.openai.OpenAI
-    async_client: Any  # openai.AsyncOpenAI or lmdeploy_sdk.integrations.openai.AsyncOpenAI
+    # a new openai.AsyncOpenAI or lmdeploy_sdk.integrations.openai.AsyncOpenAI
+    make_async_client: Callable[[], Any]
     model_name: str  # what requests name as `model`
     end_session: Callable[[int], None]
     close: Callable[[], None]
+
+    @asynccontextmanager
+    async def async_client(self) -> AsyncIterator[Any]:
+        """An async client for one call, closed on the loop that used it.
+
+        Async HTTP connections belong to the event loop that opened them; a client kept
+        across calls would outlive the loop of an asyncio.run / a test / a notebook cell
+        and break when later closed from another one.
+        """
+        client = self.make_async_client()
+        try:
+            yield client
+        finally:
+            await client.close()
 
 
 def in_process(
@@ -34,14 +50,13 @@ def in_process(
     owned = pipeline is None
     pipe = load_pipeline(model, backend_config, chat_template_config) if owned else pipeline
     client = OpenAI(pipeline=pipe)
-    async_client = AsyncOpenAI(pipeline=pipe)
 
     def close() -> None:
         client.close()
         if owned:
             pipe.close()
 
-    return Connection(client, async_client, pipe.model_name, client.end_session, close)
+    return Connection(client, lambda: AsyncOpenAI(pipeline=pipe), pipe.model_name, client.end_session, close)
 
 
 def api_base(url: str) -> str:
@@ -65,7 +80,6 @@ def remote(base_url: str, api_key: str | None, model: str | None, timeout: float
     if timeout is not None:
         args["timeout"] = timeout
     client = openai.OpenAI(**args)
-    async_client = openai.AsyncOpenAI(**args)
     name = model or client.models.list().data[0].id
 
     def end_session(session_id: int) -> None:
@@ -77,4 +91,4 @@ def remote(base_url: str, api_key: str | None, model: str | None, timeout: float
     def close() -> None:
         client.close()
 
-    return Connection(client, async_client, name, end_session, close)
+    return Connection(client, lambda: openai.AsyncOpenAI(**args), name, end_session, close)

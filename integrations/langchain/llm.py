@@ -56,7 +56,8 @@ class LMDeploy(EngineParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> LLMResult:
         args = self._create_args(prompts, stop, False, kwargs)
-        return _result(await self.connection().async_client.completions.create(**args), len(prompts))
+        async with self.connection().async_client() as client:
+            return _result(await client.completions.create(**args), len(prompts))
 
     def _stream(
         self, prompt: str, stop: list[str] | None = None,
@@ -78,16 +79,17 @@ class LMDeploy(EngineParams, BaseLLM):
         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any,
     ) -> AsyncIterator[GenerationChunk]:
         args = self._create_args(prompt, stop, True, kwargs)
-        stream = await self.connection().async_client.completions.create(**args)
-        try:
-            async for chunk in stream:
-                piece = text_chunk(chunk)
-                if piece is not None:
-                    if run_manager is not None:
-                        await run_manager.on_llm_new_token(piece.text, chunk=piece)
-                    yield piece
-        finally:
-            await stream.close()
+        async with self.connection().async_client() as client:
+            stream = await client.completions.create(**args)
+            try:
+                async for chunk in stream:
+                    piece = text_chunk(chunk)
+                    if piece is not None:
+                        if run_manager is not None:
+                            await run_manager.on_llm_new_token(piece.text, chunk=piece)
+                        yield piece
+            finally:
+                await stream.close()
 
 
 def _result(completion: Any, num_prompts: int) -> LLMResult:
