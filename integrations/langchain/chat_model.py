@@ -44,11 +44,6 @@ class LMDeployChat(EngineParams, BaseChatModel):
     def _llm_type(self) -> str:
         return "lmdeploy-chat"
 
-    @property
-    def _identifying_params(self) -> dict[str, Any]:
-        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
-                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed, **self.model_kwargs}
-
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_provider=PROVIDER, ls_model_type="chat",
                                  ls_model_name=kwargs.get("model") or self.display_model_name())

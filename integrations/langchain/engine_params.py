@@ -87,6 +87,11 @@ class EngineParams(BaseModel):
         """The name requests give as `model` (connects on first use)."""
         return self.connection().model_name
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model": self.model, "base_url": self.base_url, "temperature": self.temperature,
+                "max_tokens": self.max_tokens, "top_p": self.top_p, "seed": self.seed, **self.model_kwargs}
+
     def display_model_name(self) -> str:
         """A name for traces that never loads or connects: what was asked for, else the default model."""
         if self.model is not None:
