@@ -1,12 +1,17 @@
 """asyncio front end of the engine, used by the server and the shims.
 
 Nothing here blocks the event loop on the GPU: requests go to the engine thread
-and outputs come back through an asyncio.Queue per request.
+and outputs come back through an asyncio.Queue per request. The engine thread
+hands them over through one mailbox per event loop, so a step that produces a
+token for each of hundreds of requests wakes the loop once, not once per token.
 """
 from __future__ import annotations
 
 import asyncio
+import collections
+import threading
 import uuid
+import weakref
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -16,6 +21,35 @@ from lmdeploy_sdk.engine.factory import LoadedModel, load
 from lmdeploy_sdk.engine.request import Request, error_response
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
+
+
+class _LoopMailbox:
+    """Responses from the engine thread for the queues of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._items: collections.deque[tuple[asyncio.Queue, Response]] = collections.deque()
+        self._lock = threading.Lock()
+        self._wakeup_pending = False
+
+    def post(self, queue: asyncio.Queue, resp: Response) -> None:
+        """Engine thread: queue `resp`; the first post since the last drain wakes the loop."""
+        with self._lock:
+            self._items.append((queue, resp))
+            if self._wakeup_pending:
+                return
+            self._wakeup_pending = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop is closed; its requests are aborted by their generators
+            pass
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, collections.deque()
+            self._wakeup_pending = False
+        for queue, resp in items:
+            queue.put_nowait(resp)
 
 
 class AsyncEngine:
@@ -35,6 +69,17 @@ class AsyncEngine:
         self.tokenizer = self._loaded.tokenizer
         self.session_len = self._loaded.session_len
         self.backend_config = self._loaded.backend_config
+        self._mailboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopMailbox] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._mailboxes_lock = threading.Lock()  # loops in several threads may share this engine
+
+    def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _LoopMailbox:
+        with self._mailboxes_lock:
+            box = self._mailboxes.get(loop)
+            if box is None:
+                box = self._mailboxes[loop] = _LoopMailbox(loop)
+            return box
 
     async def generate(
         self,
@@ -54,15 +99,12 @@ class AsyncEngine:
         except (ValueError, TypeError) as e:
             yield error_response(ErrorCode.INVALID_REQUEST, str(e))
             return
-        loop = asyncio.get_running_loop()
+        mailbox = self._mailbox(asyncio.get_running_loop())
         queue: asyncio.Queue[Response] = asyncio.Queue()
         rid = request_id or uuid.uuid4().hex
 
         def emit(resp: Response) -> None:
-            try:
-                loop.call_soon_threadsafe(queue.put_nowait, resp)
-            except RuntimeError:  # the loop is gone; the request is aborted below
-                pass
+            mailbox.post(queue, resp)
 
         self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id))
         finished = False

@@ -1,8 +1,11 @@
 """Paged attention on our kernels: decode (split-K + reduce) and prefill (tensor-core tiles).
 
 A pure decode batch (every q_len == 1) runs `paged_attention_decode.ptx`; anything
-else (prefill, chunked prefill, a later turn on a cached prefix, mixed batches) runs
-`paged_attention_prefill.ptx`. Both follow lmdeploy_sdk.ops.reference.paged_attention.
+else (prefill, chunked prefill, a later turn on a cached prefix) runs
+`paged_attention_prefill.ptx`. A mixed batch (decodes first, then prefills) runs
+each part on its own kernel: the prefill kernel would give every one-token row a
+whole query tile and read its context once per query head instead of once per
+kv head. Both follow lmdeploy_sdk.ops.reference.paged_attention.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ HEAD_DIMS = (64, 128)
 DECODE_GROUP_SIZES = (1, 2, 4, 8)  # query heads per CTA the decode kernel is built for
 DECODE_MODULE = "paged_attention_decode"
 DECODE_THREADS = 128
-DECODE_MIN_SPLIT = 512  # host heuristic: a split covers at least this many tokens
+DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit in the .cu)
 PREFILL_WARPS = {64: 4, 128: 8}  # 16 query rows per warp; must match the .cu instantiation
 LOG2E = 1.4426950408889634
 
@@ -82,6 +85,14 @@ def choose_num_splits(num_ctas: int, max_kv_len: int, resident_ctas: int) -> int
     return next(s for s in range(1, max_splits + 1) if efficiency(s) >= 0.95 * best)
 
 
+def _output(out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+    """`out` checked against q's shape, or a new [T, Hq, D] tensor like q."""
+    if out is None:
+        return torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous() and out.data_ptr() % 16 == 0
+    return out
+
+
 def _common_args(q: torch.Tensor, k_cache: torch.Tensor, meta: AttentionMetadata):
     block_tables = int32_device(meta.block_tables, q.device)
     kv_lens = int32_device(meta.kv_lens, q.device)
@@ -95,8 +106,12 @@ def paged_decode(
     meta: AttentionMetadata,
     scale: float,
     num_splits: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Decode attention (q_len == 1 for every sequence); num_splits overrides the heuristic."""
+    """Decode attention (q_len == 1 for every sequence); num_splits overrides the heuristic.
+
+    out: a contiguous [B, Hq, D] tensor to write into (default: a new one).
+    """
     # q: [B, Hq, D]; caches: [num_blocks, block_size, Hkv, D] -> out: [B, Hq, D]
     q = as_vec8(q)
     batch, num_q_heads, head_dim = q.shape
@@ -115,7 +130,7 @@ def paged_decode(
         per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS)
         num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * _sm_count(index))
     splits = num_splits
-    out = torch.empty((batch, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    out = _output(out, q)
     part_o = part_ml = None
     if splits > 1:
         part_o = torch.empty((batch, num_q_heads, splits, head_dim), dtype=torch.float32, device=q.device)
@@ -171,15 +186,19 @@ def paged_prefill(
     v_cache: torch.Tensor,
     meta: AttentionMetadata,
     scale: float,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Causal attention of any number of new tokens per sequence over its cached context."""
+    """Causal attention of any number of new tokens per sequence over its cached context.
+
+    out: a contiguous [T, Hq, D] tensor to write into (default: a new one).
+    """
     # q: [T, Hq, D]; caches: [num_blocks, block_size, Hkv, D] -> out: [T, Hq, D]
     q = as_vec8(q)
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
-    out = torch.empty((num_tokens, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    out = _output(out, q)
     warps = PREFILL_WARPS[head_dim]
     q_tiles = math.ceil(meta.max_q_len / (16 * warps))
     driver.launch(
@@ -221,4 +240,12 @@ def paged_attention(
         return reference.paged_attention(q, k_cache, v_cache, meta, scale)
     if meta.is_decode and q.shape[0] == meta.num_seqs:
         return paged_decode(q, k_cache, v_cache, meta, scale)
-    return paged_prefill(q, k_cache, v_cache, meta, scale)
+    split = meta.decode_prefill_split
+    if split is None:
+        return paged_prefill(q, k_cache, v_cache, meta, scale)
+    decode, prefill = split
+    d = decode.num_seqs  # one query row each, the first d rows of q
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    paged_decode(q[:d], k_cache, v_cache, decode, scale, out=out[:d])
+    paged_prefill(q[d:], k_cache, v_cache, prefill, scale, out=out[d:])
+    return out

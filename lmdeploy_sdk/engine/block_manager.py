@@ -142,12 +142,16 @@ class BlockManager:
         seq.num_computed += reused
         return reused
 
-    def register_full_blocks(self, seq: Sequence) -> None:
-        """Hash the sequence's computed full blocks so later prompts can reuse them."""
+    def register_full_blocks(self, seq: Sequence, known_tokens: int | None = None) -> None:
+        """Hash the sequence's computed full blocks so later prompts can reuse them.
+
+        known_tokens: only the first this many tokens are final (the engine may have fed
+        a token still being sampled on the device).
+        """
         if not self.enable_prefix_caching:
             return
         bs = self.block_size
-        full = seq.num_computed // bs
+        full = min(seq.num_computed, len(seq.token_ids) if known_tokens is None else known_tokens) // bs
         parent = seq.block_hashes[-1] if seq.block_hashes else None
         for i in range(len(seq.block_hashes), full):
             tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])

@@ -15,11 +15,12 @@ import logging
 
 import torch
 
+from lmdeploy_sdk.ops.transfer import padded_rows, to_device
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
 
-GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256)
+GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512)
 
 
 class DecodeGraphs:
@@ -96,26 +97,29 @@ class DecodeGraphs:
         slots: list[int],
         kv_lens: list[int],
         tables: list[list[int]],
+        fill: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Replay the graph for len(input_ids) decodes; returns hidden [n, H] (a view, valid until next run)."""
+        """Replay the graph for len(input_ids) decodes; returns hidden [n, H] (a view, valid until next run).
+
+        fill: (rows, tokens) on the device that overwrite those rows of input_ids.
+        """
         n = len(input_ids)
         bs = self.padded_size(n)
         assert bs is not None and bs in self.graphs, f"no graph for batch {n}"
         width = max(len(t) for t in tables)
-        host = torch.zeros(4, bs, dtype=torch.int64)
-        host[0, :n] = torch.tensor(input_ids)
-        host[1, :n] = torch.tensor(positions)
-        host[2] = -1
-        host[2, :n] = torch.tensor(slots)
-        host[3] = 1
-        host[3, :n] = torch.tensor(kv_lens)
-        table = torch.zeros(bs, width, dtype=torch.int32)
-        table[:n] = torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32)
-        host = host.to(self.device, non_blocking=True)
+        pad = bs - n
+        # one pinned host buffer per dtype, queued behind the previous step (see runner.to_device)
+        host = to_device(
+            input_ids + [0] * pad + positions + [0] * pad + slots + [-1] * pad + kv_lens + [1] * pad,
+            torch.int64, self.device,
+        ).view(4, bs)
+        table = to_device(padded_rows(tables, width, bs), torch.int32, self.device).view(bs, width)
         self.input_ids[:bs].copy_(host[0])
+        if fill is not None:
+            self.input_ids.index_copy_(0, *fill)
         self.positions[:bs].copy_(host[1])
         self.slots[:bs].copy_(host[2])
-        self.kv_lens[:bs].copy_(host[3].to(torch.int32))
-        self.block_tables[:bs, :width].copy_(table.to(self.device, non_blocking=True))
+        self.kv_lens[:bs].copy_(host[3])
+        self.block_tables[:bs, :width].copy_(table)
         self.graphs[bs].replay()
         return self.outputs[bs][:n]

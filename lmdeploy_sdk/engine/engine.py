@@ -3,6 +3,18 @@
 Callers never touch engine state directly: they post commands (add, abort,
 end_session, call) to a queue; the loop applies them between steps. Outputs
 leave through each request's `emit` callback, called on the engine thread.
+
+Each step overlaps CPU and GPU work. While step N runs on the device, the loop
+already launches step N+1: sequences that continue get a placeholder as their next
+input, filled on the device from step N's sampled tokens (they never visit the
+host first). Only then does it wait for step N's tokens, record them and the
+finishes they cause (end token, length), and turn them into text, stop-string
+checks and emitted deltas, all while step N+1 computes. A request that ends at
+step N (end token, stop string, abort) has a wasted row in step N+1: its KV
+writes land in stream order before any later use of the freed blocks, and its
+token is dropped. Rows whose sampling needs the host to know the previous token
+(repetition penalty, multi-token bad words, min_new_tokens) make that step wait
+instead (`run_ahead=False` makes every step wait).
 """
 from __future__ import annotations
 
@@ -16,11 +28,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
 
-
 from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.request import Request, RequestState, error_response
 from lmdeploy_sdk.engine.runner import ModelRunner
-from lmdeploy_sdk.engine.sampler import Sampler, SamplingParams, SamplingRow
+from lmdeploy_sdk.engine.runner import TokenFill
+from lmdeploy_sdk.engine.sampler import SampledTokens, Sampler, SamplingParams, SamplingRow
 from lmdeploy_sdk.engine.scheduler import Scheduler
 from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
 from lmdeploy_sdk.errors import ErrorCode
@@ -43,6 +55,22 @@ class EngineStats:
     preemptions_total: int
 
 
+# Host value of an input token that is still being sampled on the device.
+PLACEHOLDER = -1
+
+
+@dataclass
+class InFlightStep:
+    """A launched step: the sequences whose next token it samples, their owners then, and the tokens."""
+
+    done: list[tuple[Sequence, RequestState]]
+    sampled: SampledTokens  # row i belongs to done[i]
+
+
+# (request, sampled token, its logprobs, finish reason from accept)
+Accepted = tuple[RequestState, int, dict[int, float] | None, str | None]
+
+
 def common_prefix_len(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     i = 0
@@ -61,12 +89,15 @@ class Engine:
         max_prefill_tokens: int,
         session_len: int,
         vocab_size: int,
+        run_ahead: bool = True,
     ):
+        """run_ahead: launch each step before the previous one's tokens reach the host (see above)."""
         self.runner = runner
         self.tokenizer = tokenizer
         self.bm = block_manager
         self.session_len = session_len
         self.vocab_size = vocab_size
+        self.run_ahead = run_ahead
         self.scheduler = Scheduler(block_manager, max_batch_size, max_prefill_tokens, self.evict_idle)
         self.sampler = Sampler()
         self.states: dict[str, RequestState] = {}  # request_id -> live request
@@ -76,6 +107,7 @@ class Engine:
         self._session_ids = itertools.count(1 << 40)
         self._prompt_tokens = 0
         self._generated_tokens = 0
+        self._inflight: InFlightStep | None = None
         self._commands: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lmdeploy-sdk-engine", daemon=True)
@@ -134,9 +166,13 @@ class Engine:
             self._thread.join()
 
     # ---- engine thread ----------------------------------------------------------------
+    @property
+    def has_work(self) -> bool:
+        return self.scheduler.has_work or self._inflight is not None
+
     def _loop(self) -> None:
         while True:
-            block = not self.scheduler.has_work
+            block = not self.has_work
             try:
                 while True:
                     kind, arg = self._commands.get(block=block, timeout=None)
@@ -147,7 +183,7 @@ class Engine:
                     self._apply(kind, arg)
             except queue.Empty:
                 pass
-            if self.scheduler.has_work:
+            if self.has_work:
                 self._step_safely()
 
     def _apply(self, kind: str, arg: Any) -> None:
@@ -244,10 +280,14 @@ class Engine:
         return self._seq_ids
 
     def _finish(self, state: RequestState, reason: str, code: ErrorCode | None = None, msg: str | None = None):
-        """End a request and release (or, for a session, keep) its KV."""
+        """End a request now (abort, error, nothing to generate): emit its last delta and release it."""
+        state.finish_now(reason, code, msg)
+        self._release(state)
+
+    def _release(self, state: RequestState) -> None:
+        """Take a finished request's sequence off the scheduler; free its KV, or keep it for its session."""
         seq = state.seq
         self.scheduler.remove(seq)
-        state.finish_now(reason, code, msg)
         self.states.pop(state.request.request_id, None)
         seq.owner = None
         if state.request.session_id is not None and self.sessions.get(state.request.session_id) is seq:
@@ -276,38 +316,102 @@ class Engine:
             self._step()
         except Exception as e:  # keep serving: fail what was in flight, not the engine
             log.error("engine step failed:\n%s", traceback.format_exc())
+            self._inflight = None
             for state in list(self.states.values()):
                 self._finish(state, "error", ErrorCode.ENGINE_ERROR, f"engine error: {e}")
             for seq in self.sessions.values():  # their KV may be half-written
                 self.bm.free(seq)
 
     def _step(self) -> None:
+        step, self._inflight = self._inflight, None
+        fills = self._reserve_inputs(step) if step is not None and self._may_run_ahead(step) else None
+        if fills is None:  # wait for step N, then launch N+1
+            accepted = self._collect(step, {})
+            try:
+                self._launch(step, {})
+            finally:  # a request that accept() finished must get its last delta even if the launch failed
+                self._publish(accepted)
+            return
+        try:  # launch N+1, then wait for step N
+            self._launch(step, fills)
+        finally:
+            accepted = self._collect(step, fills)
+            self._publish(accepted)
+
+    @staticmethod
+    def _live(step: InFlightStep) -> list[tuple[int, Sequence, RequestState]]:
+        """(row, sequence, request) of the step's rows whose request has not ended since the launch."""
+        return [(i, seq, st) for i, (seq, st) in enumerate(step.done) if seq.owner is st and not st.finished]
+
+    def _may_run_ahead(self, step: InFlightStep) -> bool:
+        return self.run_ahead and not any(st.sampling.edits_logits for _, _, st in self._live(step))
+
+    def _reserve_inputs(self, step: InFlightStep) -> dict[Sequence, tuple[int, int]]:
+        """Give each continuing sequence of `step` a placeholder next token: {seq: (position, row in step)}."""
+        fills = {}
+        for row, seq, st in self._live(step):
+            if st.num_generated + 1 >= st.request.gen_config.max_new_tokens or len(seq) + 1 >= seq.max_len:
+                continue  # this token is its last: nothing to feed
+            seq.token_ids.append(PLACEHOLDER)
+            fills[seq] = (len(seq.token_ids) - 1, row)
+        return fills
+
+    def _collect(self, step: InFlightStep | None, fills: dict[Sequence, tuple[int, int]]) -> list[Accepted]:
+        """Wait for a step's tokens and accept them; release requests that end on them."""
+        if step is None:
+            return []
+        tokens, logprobs = step.sampled.to_host()
+        accepted = []
+        for row, seq, state in self._live(step):
+            token = tokens[row]
+            if seq in fills:
+                seq.token_ids[fills[seq][0]] = token
+            else:
+                seq.token_ids.append(token)
+            finish = state.accept(token)
+            self._generated_tokens += 1
+            if finish is not None:
+                self._release(state)
+            accepted.append((state, token, logprobs[row], finish))
+        for seq in fills:  # blocks that waited for their last token
+            self.bm.register_full_blocks(seq)
+        return accepted
+
+    def _launch(self, prev: InFlightStep | None, fills: dict[Sequence, tuple[int, int]]) -> None:
+        """Schedule the next step, start it on the device and sample it there (no wait)."""
         batch = self.scheduler.schedule()
         if not batch:
             if not self.scheduler.running and self.scheduler.waiting:
                 seq = self.scheduler.waiting[0]  # cannot fit even in an empty cache
                 self._finish(seq.owner, "error", ErrorCode.INPUT_TOO_LONG, "the KV cache is too small for this request")
             return
-        for seq, _ in batch.items:
+        pairs, offset = [], 0
+        for seq, n in batch.items:
             state = seq.owner
             if not state.scheduled:  # KV reused from the session or the prefix cache
                 state.cached_tokens = seq.num_computed
                 state.scheduled = True
-        done, logits = self.runner.execute(batch)
+            if seq in fills:
+                pos, row = fills[seq]
+                if seq.num_computed <= pos < seq.num_computed + n:
+                    pairs.append((offset + pos - seq.num_computed, row))
+            offset += n
+        fill: TokenFill | None = (prev.sampled.tokens, pairs) if pairs else None
+        done, logits = self.runner.execute(batch, fill)
         for seq, _ in batch.items:
-            self.bm.register_full_blocks(seq)
-        if not done:
-            return
-        rows = [SamplingRow(s.owner.sampling, s.token_ids, s.owner.num_generated) for s in done]
-        tokens, logprobs = self.sampler(logits, rows)
-        for seq, token, lp in zip(done, tokens, logprobs):
-            state = seq.owner
-            state.on_token(token, lp)
-            self._generated_tokens += 1
-            if state.finished:
-                self._finish(state, "stop")  # already emitted; releases the sequence
+            self.bm.register_full_blocks(seq, len(seq.token_ids) - (seq in fills))
+        if done:
+            rows = [SamplingRow(seq.owner.sampling, seq.token_ids, seq.owner.num_generated) for seq in done]
+            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], self.sampler.sample(logits, rows))
+
+    def _publish(self, accepted: list[Accepted]) -> None:
+        """Detokenize, match stop strings and emit, while the launched step runs."""
+        for state, token, lp, finish in accepted:
+            if state.publish(token, lp, finish):
+                self._release(state)  # a stop string ended it
 
     def _shutdown(self) -> None:
+        self._inflight = None
         for state in list(self.states.values()):
             self._finish(state, "error", ErrorCode.ENGINE_CLOSED, "the engine was shut down")
         for seq in self.sessions.values():

@@ -9,6 +9,7 @@ from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.engine import Engine
 from lmdeploy_sdk.engine.memory import (
     block_bytes,
+    default_max_batch_size,
     num_cache_blocks,
     resolve_device,
     resolve_dtype,
@@ -73,7 +74,7 @@ def load(
             f"session_len={session_len} exceeds the {model.max_positions} positions the model supports "
             "(raise rope_scaling_factor to extend it)"
         )
-    max_batch = cfg.max_batch_size or (256 if device.type == "cuda" else 8)
+    max_batch = cfg.max_batch_size or default_max_batch_size(device)
     per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype)
     useful = max_batch * -(-session_len // bs)
     num_blocks = num_cache_blocks(cfg.cache_max_entry_count, per_block, device, useful)

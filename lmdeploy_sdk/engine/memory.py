@@ -9,6 +9,11 @@ log = logging.getLogger(__name__)
 
 # Default ceiling of the CPU KV cache when sized as a fraction of free memory.
 CPU_CACHE_CAP_BYTES = 2 * 2**30
+# max_batch_size=None: concurrent sequences by device. Decode steps read all weights
+# whatever the batch, so bigger batches are nearly free until the KV cache runs out;
+# GPUs with this much memory hold the KV of 512 typical requests of an 8B model.
+LARGE_GPU_BYTES = 64 * 2**30
+DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 256, "large_cuda": 512}
 
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
@@ -33,6 +38,14 @@ def resolve_dtype(requested: str, checkpoint_dtype: torch.dtype | None, device: 
     if checkpoint_dtype in (torch.float16, torch.bfloat16):
         return checkpoint_dtype
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def default_max_batch_size(device: torch.device) -> int:
+    if device.type != "cuda":
+        return DEFAULT_MAX_BATCH["cpu"]
+    if torch.cuda.get_device_properties(device).total_memory >= LARGE_GPU_BYTES:
+        return DEFAULT_MAX_BATCH["large_cuda"]
+    return DEFAULT_MAX_BATCH["cuda"]
 
 
 def free_memory_bytes(device: torch.device) -> int:

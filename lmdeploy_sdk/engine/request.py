@@ -55,25 +55,38 @@ class RequestState:
             finish_reason=finish,
         )
 
-    def on_token(self, token: int, logprobs: dict[int, float] | None) -> None:
-        """Handle one sampled token: emit its delta, and finish if an end condition holds."""
-        cfg = self.request.gen_config
+    def accept(self, token: int) -> str | None:
+        """Count a sampled token (the engine has put it in the sequence); the finish reason it
+        causes at once (end token, length) or None.
+
+        Cheap on purpose: the engine calls it right after sampling and launches the next
+        step before `publish` works out the token's text.
+        """
         self.num_generated += 1
-        self.seq.token_ids.append(token)
         finish = None
-        stopped = False
-        text, ids, lps = "", [], None
         if token in self.end_ids:
-            finish = "stop"  # the end token itself is not part of the output
-        else:
+            finish = "stop"
+        elif self.num_generated >= self.request.gen_config.max_new_tokens or len(self.seq) >= self.seq.max_len:
+            finish = "length"
+        if finish is not None:
+            self.finished = True
+        return finish
+
+    def publish(self, token: int, logprobs: dict[int, float] | None, finish: str | None) -> bool:
+        """Emit the delta of an accepted token (`finish` as `accept` returned it).
+
+        Returns True when a stop string ended the request here, so the engine must release it.
+        """
+        text, ids, lps = "", [], None
+        stopped = False
+        if not (finish == "stop" and token in self.end_ids):  # an end token is not part of the output
             ids = [token]
             self.output_ids.append(token)
             lps = [logprobs] if logprobs is not None else None
             text, stopped = self.stops.update(self.detok.step(ids))
-            if stopped:
-                finish = "stop"
-        if finish is None and (self.num_generated >= cfg.max_new_tokens or len(self.seq) >= self.seq.max_len):
-            finish = "length"
+        ended_here = stopped and finish is None
+        if stopped:
+            finish = "stop"
         if finish is not None:
             if not stopped:  # release what the detokenizer and the matcher held back
                 tail, stopped = self.stops.update(self.detok.flush())
@@ -81,6 +94,7 @@ class RequestState:
             self.finished = True
         if text or ids or finish:
             self.request.emit(self._delta(text, ids, lps, finish))
+        return ended_here
 
     def finish_now(self, reason: str, code: ErrorCode | None = None, message: str | None = None) -> None:
         """End without a new token (abort, error, or nothing to generate)."""

@@ -11,11 +11,17 @@ import os
 import torch
 
 from lmdeploy_sdk.engine.cuda_graphs import DecodeGraphs
+from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
+
+# (source tokens [S] on the device, [(flat input row, index into source)])
+TokenFill = tuple[torch.Tensor, list[tuple[int, int]]]
+# (input rows [F], their tokens [F]) on the device
+DeviceFill = tuple[torch.Tensor, torch.Tensor]
 
 # Rows of the vocabulary projection computed at once when scoring whole sequences.
 _SCORE_ROWS = 512
@@ -65,13 +71,13 @@ class ModelRunner:
     def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
             return
-        src = torch.tensor([s for s, _ in copies], device=self.device)
-        dst = torch.tensor([d for _, d in copies], device=self.device)
+        src = to_device([s for s, _ in copies], torch.int64, self.device)
+        dst = to_device([d for _, d in copies], torch.int64, self.device)
         for k, v in self.kv_caches:
             k.index_copy_(0, dst, k.index_select(0, src))
             v.index_copy_(0, dst, v.index_select(0, src))
 
-    def _prepare(self, items: list[tuple[Sequence, int]]):
+    def _prepare(self, items: list[tuple[Sequence, int]], fill: TokenFill | None = None):
         bs = self.block_size
         input_ids, positions, slots, q_lens, kv_lens = [], [], [], [], []
         for seq, n in items:
@@ -81,38 +87,37 @@ class ModelRunner:
             slots += [seq.block_table[p // bs] * bs + p % bs for p in range(start, start + n)]
             q_lens.append(n)
             kv_lens.append(start + n)
-        width = max(len(seq.block_table) for seq, _ in items)
-        tables = [seq.block_table + [0] * (width - len(seq.block_table)) for seq, _ in items]
         dev = self.device
+        tables = [seq.block_table for seq, _ in items]
+        meta = AttentionMetadata.from_lists(q_lens, kv_lens, tables, slots, bs, dev)
         cu = [0]
         for n in q_lens:
             cu.append(cu[-1] + n)
-        meta = AttentionMetadata(
-            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32, device=dev),
-            kv_lens=torch.tensor(kv_lens, dtype=torch.int32, device=dev),
-            block_tables=torch.tensor(tables, dtype=torch.int32, device=dev),
-            slot_mapping=torch.tensor(slots, dtype=torch.int64, device=dev),
-            q_lens_cpu=q_lens,
-            kv_lens_cpu=kv_lens,
-            max_q_len=max(q_lens),
-            max_kv_len=max(kv_lens),
-            block_size=bs,
-        )
-        ids = torch.tensor(input_ids, dtype=torch.int64, device=dev)
-        pos = torch.tensor(positions, dtype=torch.int64, device=dev)
+        device_fill = self._with_fill(input_ids, fill)
+        ids = to_device(input_ids, torch.int64, dev)
+        if device_fill is not None:
+            ids.index_copy_(0, *device_fill)
+        pos = to_device(positions, torch.int64, dev)
         return ids, pos, meta, cu
 
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> tuple[list[Sequence], torch.Tensor | None]:
+    def execute(
+        self, batch: ScheduledBatch, fill: TokenFill | None = None
+    ) -> tuple[list[Sequence], torch.Tensor | None]:
         """Compute the batch; returns the sequences that reached their last token and their logits.
 
+        fill: input tokens still being sampled on the device (their host value is a
+        placeholder), as (source tokens [S], [(flat input row, index into source)]).
         Updates num_computed of every scheduled sequence.
         """
         self._copy_blocks(batch.copies)
         if self._graph_ready(batch.items):
-            hidden, cu = self._decode_with_graph(batch.items), list(range(len(batch.items) + 1))
+            input_ids = [seq.token_ids[-1] for seq, _ in batch.items]
+            device_fill = self._with_fill(input_ids, fill)
+            hidden = self._decode_with_graph(batch.items, input_ids, device_fill)
+            cu = list(range(len(batch.items) + 1))
         else:
-            ids, pos, meta, cu = self._prepare(batch.items)
+            ids, pos, meta, cu = self._prepare(batch.items, fill)
             hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
         done, rows = [], []
         for b, (seq, n) in enumerate(batch.items):
@@ -122,8 +127,24 @@ class ModelRunner:
                 rows.append(cu[b + 1] - 1)
         if not done:
             return done, None
-        last = hidden.index_select(0, torch.tensor(rows, device=self.device))
+        if len(rows) == hidden.shape[0]:  # every row ends its sequence's step (e.g. all decodes)
+            last = hidden
+        else:
+            last = hidden.index_select(0, to_device(rows, torch.int64, self.device))
         return done, self.model.compute_logits(last)  # [S, V]
+
+    def _with_fill(self, input_ids: list[int], fill: TokenFill | None) -> DeviceFill | None:
+        """Zero the placeholders of `input_ids` in place; the device rows and values that replace them."""
+        if fill is None or not fill[1]:
+            assert min(input_ids) >= 0, "an input token is a placeholder with no device value"
+            return None
+        source, pairs = fill
+        for row, _ in pairs:
+            input_ids[row] = 0
+        assert min(input_ids) >= 0, "an input token is a placeholder with no device value"
+        rows = to_device([r for r, _ in pairs], torch.int64, self.device)
+        values = source.index_select(0, to_device([i for _, i in pairs], torch.int64, self.device))
+        return rows, values
 
     def _graph_ready(self, items: list[tuple[Sequence, int]]) -> bool:
         return (
@@ -132,15 +153,18 @@ class ModelRunner:
             and self.graphs.padded_size(len(items)) is not None
         )
 
-    def _decode_with_graph(self, items: list[tuple[Sequence, int]]) -> torch.Tensor:
+    def _decode_with_graph(
+        self, items: list[tuple[Sequence, int]], input_ids: list[int], fill: DeviceFill | None
+    ) -> torch.Tensor:
         bs = self.block_size
         positions = [seq.num_computed for seq, _ in items]
         return self.graphs.run(
-            input_ids=[seq.token_ids[-1] for seq, _ in items],
+            input_ids=input_ids,
             positions=positions,
             slots=[seq.block_table[p // bs] * bs + p % bs for (seq, _), p in zip(items, positions)],
             kv_lens=[p + 1 for p in positions],
             tables=[seq.block_table for seq, _ in items],
+            fill=fill,
         )  # [B, H]
 
     @torch.inference_mode()

@@ -2,6 +2,10 @@
 
 Sampled rows draw from their own torch.Generator, seeded per request, so a
 seeded request gives the same tokens whatever else is in the batch.
+
+Choosing happens on the logits' device without waiting for it: `sample` returns
+`SampledTokens`, whose tokens can feed the next step on the device while their
+host copy is still on its way (`to_host` waits for this step's work only).
 """
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.messages import GenerationConfig
 
 
@@ -35,6 +40,13 @@ class SamplingParams:
     # banned until min_new_tokens tokens were generated
     min_new_tokens: int = 0
     end_ids: list[int] = field(default_factory=list)
+
+    @property
+    def edits_logits(self) -> bool:
+        """Whether this row needs a penalty or a ban applied before choosing (most rows don't)."""
+        return bool(
+            self.repetition_penalty != 1.0 or self.banned_ids or self.bad_sequences or self.min_new_tokens
+        )
 
     @classmethod
     def from_config(
@@ -91,78 +103,108 @@ def _row_bans(row: SamplingRow) -> list[int]:
 def _apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
     # logits: [S, V], modified in place
     vocab = logits.shape[1]
+    dev = logits.device
     for i, row in enumerate(rows):
+        if not row.params.edits_logits:
+            continue
         pen = row.params.repetition_penalty
         if pen != 1.0 and row.token_ids:
-            ids = torch.tensor(sorted(set(row.token_ids)), device=logits.device)
-            ids = ids[ids < vocab]
+            ids = to_device(sorted(t for t in set(row.token_ids) if 0 <= t < vocab), torch.int64, dev)
             seen = logits[i, ids]
             logits[i, ids] = torch.where(seen > 0, seen / pen, seen * pen)
-        bans = [t for t in _row_bans(row) if t < vocab]
+        bans = [t for t in _row_bans(row) if 0 <= t < vocab]
         if bans:
-            logits[i, bans] = float("-inf")
+            logits[i].index_fill_(0, to_device(bans, torch.int64, dev), float("-inf"))
 
 
-def _sample_rows(logits: torch.Tensor, params: list[SamplingParams]) -> list[int]:
-    # logits: [S, V] for the rows that sample
+def _sample_rows(logits: torch.Tensor, params: list[SamplingParams]) -> torch.Tensor:
+    # logits: [S, V] for the rows that sample -> tokens [S] int64, on the device
     dev = logits.device
-    temp = torch.tensor([p.temperature for p in params], device=dev).unsqueeze(1)  # [S, 1]
+    temp = to_device([p.temperature for p in params], torch.float32, dev).unsqueeze(1)  # [S, 1]
     x = logits / temp
     sorted_x, order = x.sort(dim=-1, descending=True)  # [S, V]
     vocab = x.shape[1]
     ranks = torch.arange(vocab, device=dev).unsqueeze(0)  # [1, V]
-    top_k = torch.tensor([p.top_k if 0 < p.top_k < vocab else vocab for p in params], device=dev)
+    top_k = to_device([p.top_k if 0 < p.top_k < vocab else vocab for p in params], torch.int64, dev)
     mask = ranks >= top_k.unsqueeze(1)
     probs = torch.softmax(sorted_x.masked_fill(mask, float("-inf")), dim=-1)
-    top_p = torch.tensor([p.top_p for p in params], device=dev).unsqueeze(1)
+    top_p = to_device([p.top_p for p in params], torch.float32, dev).unsqueeze(1)
     before = probs.cumsum(dim=-1) - probs  # mass strictly above each token
     mask |= (before > top_p) & (ranks > 0)
-    min_p = torch.tensor([p.min_p for p in params], device=dev).unsqueeze(1)
+    min_p = to_device([p.min_p for p in params], torch.float32, dev).unsqueeze(1)
     mask |= (probs < min_p * probs[:, :1]) & (ranks > 0)
     probs = torch.softmax(sorted_x.masked_fill(mask, float("-inf")), dim=-1)
-    broken = ~torch.isfinite(probs).all(dim=-1)  # e.g. every token banned: fall back to argmax
-    probs[broken] = 0.0
-    probs[broken, 0] = 1.0
-    out = []
-    for i, p in enumerate(params):
-        pick = torch.multinomial(probs[i], 1, generator=p.generator)
-        out.append(int(order[i, pick]))
-    return out
+    broken = ~torch.isfinite(probs).all(dim=-1, keepdim=True)  # e.g. every token banned: argmax
+    first = ranks == 0
+    probs = torch.where(broken, first.to(probs.dtype), probs)
+    picks = torch.cat([torch.multinomial(probs[i], 1, generator=p.generator) for i, p in enumerate(params)])
+    return order.gather(1, picks.unsqueeze(1)).squeeze(1)  # [S]
 
 
-def _top_logprobs(logprobs: torch.Tensor, token: int, k: int) -> dict[int, float]:
-    # logprobs: [V]
-    entries = {}
-    if k > 0:
-        vals, ids = logprobs.topk(k)
-        entries = dict(zip(ids.tolist(), vals.tolist()))
-    entries[token] = float(logprobs[token])
-    return entries
+class SampledTokens:
+    """One step's chosen tokens (and requested logprobs) on the device, copied to the host in the background."""
+
+    def __init__(self, tokens: torch.Tensor, logprob_rows: list[int], logprob_k: list[int],
+                 top_values: torch.Tensor | None, top_ids: torch.Tensor | None, chosen: torch.Tensor | None):
+        # tokens: [S]; top_values/top_ids: [W, K]; chosen: [W] logprob of the chosen token
+        self.tokens = tokens
+        self.num_rows = tokens.shape[0]
+        self._logprob_rows, self._logprob_k = logprob_rows, logprob_k
+        parts = [tokens] if top_values is None else [tokens, top_ids.flatten(), chosen.double().view(torch.int64),
+                                                      top_values.double().view(torch.int64).flatten()]
+        flat = torch.cat(parts) if len(parts) > 1 else tokens
+        self._event = None
+        if flat.device.type == "cuda":
+            self._host = torch.empty(flat.shape, dtype=flat.dtype, pin_memory=True)
+            self._host.copy_(flat, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._host = flat
+        self._width = 0 if top_ids is None else top_ids.shape[1]
+
+    def to_host(self) -> tuple[list[int], list[dict[int, float] | None]]:
+        """(token per row, {token: logprob} per row or None); waits for this step's work only."""
+        if self._event is not None:
+            self._event.synchronize()
+        n, w, k = self.num_rows, len(self._logprob_rows), self._width
+        tokens = self._host[:n].tolist()
+        logprobs: list[dict[int, float] | None] = [None] * n
+        if w:
+            ids = self._host[n : n + w * k].view(w, k).tolist()
+            chosen = self._host[n + w * k : n + w * k + w].view(torch.float64).tolist()
+            values = self._host[n + w * k + w :].view(torch.float64).view(w, k).tolist()
+            for j, (row, want) in enumerate(zip(self._logprob_rows, self._logprob_k)):
+                entries = dict(zip(ids[j][:want], values[j][:want]))
+                entries[tokens[row]] = chosen[j]
+                logprobs[row] = entries
+        return tokens, logprobs
 
 
 class Sampler:
     @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
+        # logits: [S, V] float32 at each sampling sequence's last position
+        logits = logits.float()
+        if any(r.params.edits_logits for r in rows):
+            _apply_penalties(logits, rows)
+        tokens = logits.argmax(dim=-1)  # [S]; greedy rows keep theirs
+        sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
+        if sampled:
+            index = to_device(sampled, torch.int64, logits.device)
+            picked = _sample_rows(logits.index_select(0, index), [rows[i].params for i in sampled])
+            tokens.index_copy_(0, index, picked)
+        want = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
+        if not want:
+            return SampledTokens(tokens, [], [], None, None, None)
+        ks = [rows[i].params.logprobs for i in want]
+        index = to_device(want, torch.int64, logits.device)
+        lp = torch.log_softmax(logits.index_select(0, index), dim=-1)  # [W, V]
+        top_values, top_ids = lp.topk(max(max(ks), 1), dim=-1)  # [W, K]
+        chosen = lp.gather(1, tokens.index_select(0, index).unsqueeze(1)).squeeze(1)  # [W]
+        return SampledTokens(tokens, want, ks, top_values, top_ids, chosen)
+
     def __call__(
         self, logits: torch.Tensor, rows: list[SamplingRow]
     ) -> tuple[list[int], list[dict[int, float] | None]]:
-        # logits: [S, V] float32 at each sampling sequence's last position
-        logits = logits.float()
-        _apply_penalties(logits, rows)
-        tokens = [0] * len(rows)
-        greedy = [i for i, r in enumerate(rows) if r.params.greedy]
-        if greedy:
-            picked = logits[greedy].argmax(dim=-1).tolist()
-            for i, t in zip(greedy, picked):
-                tokens[i] = t
-        sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
-        if sampled:
-            picked = _sample_rows(logits[sampled], [rows[i].params for i in sampled])
-            for i, t in zip(sampled, picked):
-                tokens[i] = t
-        logprobs: list[dict[int, float] | None] = [None] * len(rows)
-        want = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
-        if want:
-            lp = torch.log_softmax(logits[want], dim=-1)
-            for j, i in enumerate(want):
-                logprobs[i] = _top_logprobs(lp[j], tokens[i], rows[i].params.logprobs)
-        return tokens, logprobs
+        return self.sample(logits, rows).to_host()

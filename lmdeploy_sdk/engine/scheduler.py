@@ -92,8 +92,9 @@ class Scheduler:
     def schedule(self) -> ScheduledBatch:
         batch = ScheduledBatch()
         # 1. decodes, oldest first so preemption hits the newest
+        # (status, not list membership: a sequence preempted meanwhile is WAITING again)
         for seq in sorted(self.running, key=lambda s: s.arrival):
-            if seq not in self.running or not seq.is_decoding:
+            if seq.status is not SequenceStatus.RUNNING or not seq.is_decoding:
                 continue
             if self._make_room(seq, 1, batch):
                 batch.copies += self.bm.append_slots(seq, 1)
@@ -103,8 +104,8 @@ class Scheduler:
         for seq in sorted(self.running, key=lambda s: s.arrival):
             if budget <= 0:
                 break
-            if seq not in self.running or seq.is_decoding:
-                continue
+            if seq.status is not SequenceStatus.RUNNING or seq.is_decoding or seq.num_uncomputed == 0:
+                continue  # (nothing to compute: its next token is still being sampled)
             n = min(seq.num_uncomputed, budget)
             if not self._make_room(seq, n, batch):
                 continue

@@ -17,7 +17,7 @@ namespace lmd {
 
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeChunk = 512;     // tokens whose logits sit in smem at once
-constexpr int kDecodeMinSplit = 256;  // never split a context finer than this
+constexpr int kDecodeMinSplit = 64;  // never split a context finer than this (small batches want many splits)
 
 // Tokens handled by each of `num_splits` CTAs of a sequence (a multiple of 64).
 __device__ __forceinline__ int decode_split_len(int kv_len, int num_splits) {

@@ -81,6 +81,25 @@ def test_prefill(dtype, head_dim, heads, q_lens, kv_lens):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize(
+    "q_lens, kv_lens",
+    [
+        ([1, 1, 1, 40, 3], [50, 2000, 700, 40, 90]),  # a step of decodes plus new prompts
+        ([1, 1, 5, 1], [17, 4100, 5, 64]),  # one-token rows after the first prefill stay in its half
+    ],
+)
+def test_mixed_batch_runs_decodes_on_the_decode_kernel(dtype, q_lens, kv_lens, monkeypatch):
+    batch = make_paged_batch(q_lens, kv_lens, 32, 8, 128, 64, dtype, seed=sum(q_lens))
+    calls = []
+    decode = native_attention.paged_decode
+    monkeypatch.setattr(native_attention, "paged_decode",
+                        lambda q, *a, **kw: calls.append(q.shape[0]) or decode(q, *a, **kw))
+    poison_allocator()
+    _check(batch, 0.088, ops.paged_attention(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.088))
+    assert calls == [q_lens.index(next(q for q in q_lens if q > 1))]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_prefill_long_context(dtype):
     batch = make_paged_batch([1024, 3000], [4096, 3000], 32, 8, 128, 64, dtype, seed=11)
     poison_allocator()

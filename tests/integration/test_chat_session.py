@@ -65,3 +65,27 @@ def test_closed_session_frees_its_blocks(tiny_llama, make_pipeline):
     assert pipe._engine.call(lambda e: e.stats()).result().blocks_free < before
     session.close()
     assert pipe._engine.call(lambda e: e.stats()).result().blocks_free == before
+
+
+def test_turns_ended_by_stop_words_keep_the_session_exact(tiny_llama, make_pipeline):
+    """A stop string is found after the next step was launched; that step's extra token must not leak."""
+    pipe = make_pipeline(tiny_llama)
+    probe = pipe([{"role": "user", "content": TURNS[0]}], gen_config=GEN)
+    stop = probe.text[4:8]  # ends the first reply mid-way
+    gen = GEN.replace(stop_words=[stop])
+    session = pipe.session()
+    history = []
+    for text in TURNS:
+        session = pipe.chat(text, session=session, gen_config=gen)
+        history.append({"role": "user", "content": text})
+        full = pipe(list(history), gen_config=gen)
+        assert session.response.text == full.text and session.response.token_ids == full.token_ids
+        history.append({"role": "assistant", "content": session.response.text})
+    first = session.history[0][1]
+    assert stop not in first and probe.text.startswith(first)
+    # in a batch, the request that stops early leaves the others' tokens untouched
+    solo = pipe("Another prompt entirely", gen_config=GEN)
+    both = pipe([[{"role": "user", "content": TURNS[0]}], "Another prompt entirely"],
+                gen_config=[gen, GEN], do_preprocess=True)
+    assert both[0].finish_reason == "stop" and both[1].token_ids == solo.token_ids
+    session.close()

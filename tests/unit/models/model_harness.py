@@ -40,18 +40,7 @@ class PagedKV:
             kv_lens.append(end)
             tables.append(table)
             self.lengths[seq] = end
-        width = max(len(t) for t in tables)
-        meta = AttentionMetadata(
-            cu_seqlens_q=torch.tensor([0, *torch.tensor(q_lens).cumsum(0).tolist()], dtype=torch.int32),
-            kv_lens=torch.tensor(kv_lens, dtype=torch.int32),
-            block_tables=torch.tensor([t + [0] * (width - len(t)) for t in tables], dtype=torch.int32),
-            slot_mapping=torch.tensor(slots, dtype=torch.int64),
-            q_lens_cpu=q_lens,
-            kv_lens_cpu=kv_lens,
-            max_q_len=max(q_lens),
-            max_kv_len=max(kv_lens),
-            block_size=bs,
-        )
+        meta = AttentionMetadata.from_lists(q_lens, kv_lens, tables, slots, bs, torch.device("cpu"))
         return torch.tensor(ids, dtype=torch.int64), torch.tensor(positions, dtype=torch.int64), meta
 
     @torch.inference_mode()

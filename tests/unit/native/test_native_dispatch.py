@@ -99,7 +99,9 @@ def test_decode_group(group, expected):
 
 def test_choose_num_splits():
     slots = 4 * 132  # resident CTAs on a 132-SM GPU at 4 CTAs per SM
-    assert native_attention.choose_num_splits(256, 400, slots) == 1  # too short to split
+    assert native_attention.choose_num_splits(256, 60, slots) == 1  # too short to split
+    assert native_attention.choose_num_splits(256, 400, slots) == 2  # half a wave -> nearly a full one
     assert native_attention.choose_num_splits(256, 4096, slots) == 2  # one full wave, not 1.45
-    assert 30 <= native_attention.choose_num_splits(8, 16384, slots) <= 32  # <= 512 tokens per split
+    assert 60 <= native_attention.choose_num_splits(8, 16384, slots) <= 66  # batch 1: fill the GPU
+    assert native_attention.choose_num_splits(8, 300, slots) == 5  # but never under 64 tokens a split
     assert native_attention.choose_num_splits(512, 8192, slots) == 1  # already a full wave
