@@ -30,8 +30,7 @@ from typing import Any, Callable
 
 from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.request import Request, RequestState, error_response
-from lmdeploy_sdk.engine.runner import ModelRunner
-from lmdeploy_sdk.engine.runner import TokenFill
+from lmdeploy_sdk.engine.runner import ModelRunner, TokenFill
 from lmdeploy_sdk.engine.sampler import SampledTokens, Sampler, SamplingParams, SamplingRow
 from lmdeploy_sdk.engine.scheduler import Scheduler
 from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
@@ -344,7 +343,7 @@ class Engine:
         return [(i, seq, st) for i, (seq, st) in enumerate(step.done) if seq.owner is st and not st.finished]
 
     def _may_run_ahead(self, step: InFlightStep) -> bool:
-        return self.run_ahead and not any(st.sampling.edits_logits for _, _, st in self._live(step))
+        return self.run_ahead and not any(st.sampling.needs_history for _, _, st in self._live(step))
 
     def _reserve_inputs(self, step: InFlightStep) -> dict[Sequence, tuple[int, int]]:
         """Give each continuing sequence of `step` a placeholder next token: {seq: (position, row in step)}."""

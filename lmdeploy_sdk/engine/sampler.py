@@ -48,6 +48,11 @@ class SamplingParams:
             self.repetition_penalty != 1.0 or self.banned_ids or self.bad_sequences or self.min_new_tokens
         )
 
+    @property
+    def needs_history(self) -> bool:
+        """Whether choosing this row's next token depends on the tokens so far (their values or count)."""
+        return bool(self.repetition_penalty != 1.0 or self.bad_sequences or self.min_new_tokens)
+
     @classmethod
     def from_config(
         cls,
@@ -150,6 +155,8 @@ class SampledTokens:
         self.tokens = tokens
         self.num_rows = tokens.shape[0]
         self._logprob_rows, self._logprob_k = logprob_rows, logprob_k
+        # One int64 buffer, so one copy brings everything: tokens [S], top ids [W*K], then
+        # the chosen [W] and top [W*K] logprobs as float64 bit patterns.
         parts = [tokens] if top_values is None else [tokens, top_ids.flatten(), chosen.double().view(torch.int64),
                                                       top_values.double().view(torch.int64).flatten()]
         flat = torch.cat(parts) if len(parts) > 1 else tokens

@@ -10,7 +10,7 @@ def _configs(stop_word: str) -> list[GenerationConfig]:
     return [
         GenerationConfig(max_new_tokens=14, ignore_eos=True),
         GenerationConfig(max_new_tokens=14, stop_words=[stop_word]),  # ends mid-flight
-        GenerationConfig(max_new_tokens=3, ignore_eos=True, logprobs=2),
+        GenerationConfig(max_new_tokens=3, ignore_eos=True, logprobs=2, bad_token_ids=[5, 6]),  # runs ahead
         GenerationConfig(do_sample=True, temperature=0.9, top_p=0.9, random_seed=7, max_new_tokens=14,
                          ignore_eos=True, n=2),
         GenerationConfig(max_new_tokens=14, ignore_eos=True, repetition_penalty=1.3),  # waits each step
