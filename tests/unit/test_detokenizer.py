@@ -43,6 +43,8 @@ def decode_path(request, monkeypatch) -> str:
     """Every test runs on tokenizers' DecodeStream and on the Python window it falls back to."""
     if request.param == "python":
         monkeypatch.setattr(detokenizer_module, "DecodeStream", None)
+    elif detokenizer_module.DecodeStream is None:
+        pytest.skip("tokenizers < 0.21 has no DecodeStream")
     return request.param
 
 
