@@ -90,15 +90,12 @@ class ModelRunner:
         dev = self.device
         tables = [seq.block_table for seq, _ in items]
         meta = AttentionMetadata.from_lists(q_lens, kv_lens, tables, slots, bs, dev)
-        cu = [0]
-        for n in q_lens:
-            cu.append(cu[-1] + n)
         device_fill = self._with_fill(input_ids, fill)
         ids = to_device(input_ids, torch.int64, dev)
         if device_fill is not None:
             ids.index_copy_(0, *device_fill)
         pos = to_device(positions, torch.int64, dev)
-        return ids, pos, meta, cu
+        return ids, pos, meta
 
     @torch.inference_mode()
     def execute(
@@ -115,16 +112,16 @@ class ModelRunner:
             input_ids = [seq.token_ids[-1] for seq, _ in batch.items]
             device_fill = self._with_fill(input_ids, fill)
             hidden = self._decode_with_graph(batch.items, input_ids, device_fill)
-            cu = list(range(len(batch.items) + 1))
         else:
-            ids, pos, meta, cu = self._prepare(batch.items, fill)
+            ids, pos, meta = self._prepare(batch.items, fill)
             hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
-        done, rows = [], []
-        for b, (seq, n) in enumerate(batch.items):
+        done, rows, end = [], [], 0
+        for seq, n in batch.items:
             seq.num_computed += n
+            end += n  # one past this sequence's last input row
             if seq.num_computed == len(seq.token_ids):
                 done.append(seq)
-                rows.append(cu[b + 1] - 1)
+                rows.append(end - 1)
         if not done:
             return done, None
         if len(rows) == hidden.shape[0]:  # every row ends its sequence's step (e.g. all decodes)
@@ -173,7 +170,7 @@ class ModelRunner:
 
         targets[i] < 0 is ignored (the last token of the sequence has no successor).
         """
-        ids, pos, meta, _ = self._prepare([(seq, n)])
+        ids, pos, meta = self._prepare([(seq, n)])
         hidden = self.model(ids, pos, self.kv_caches, meta)  # [n, H]
         seq.num_computed += n
         tgt = torch.tensor(targets, dtype=torch.int64, device=self.device)  # [n]

@@ -42,16 +42,14 @@ class SamplingParams:
     end_ids: list[int] = field(default_factory=list)
 
     @property
-    def edits_logits(self) -> bool:
-        """Whether this row needs a penalty or a ban applied before choosing (most rows don't)."""
-        return bool(
-            self.repetition_penalty != 1.0 or self.banned_ids or self.bad_sequences or self.min_new_tokens
-        )
-
-    @property
     def needs_history(self) -> bool:
         """Whether choosing this row's next token depends on the tokens so far (their values or count)."""
         return bool(self.repetition_penalty != 1.0 or self.bad_sequences or self.min_new_tokens)
+
+    @property
+    def edits_logits(self) -> bool:
+        """Whether this row needs a penalty or a ban applied before choosing (most rows don't)."""
+        return bool(self.banned_ids) or self.needs_history
 
     @classmethod
     def from_config(
