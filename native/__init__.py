@@ -19,9 +19,21 @@ from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
 
 __all__ = ["OP_NAMES", "NativeKernelError", "get_op", "native_available", "load_all_modules"]
 
-OP_NAMES = ("rms_norm", "add_rms_norm", "apply_rope", "silu_and_mul", "store_kv", "paged_attention")
+OP_NAMES = (
+    "rms_norm",
+    "add_rms_norm",
+    "apply_rope",
+    "silu_and_mul",
+    "store_kv",
+    "rope_store_kv",
+    "paged_attention",
+    "linear",
+    "silu_mul_linear",
+    "rms_norm_linear",
+)
 PTX_MODULES = (
     "activation",
+    "gemv",
     "kv_cache",
     "norm",
     "paged_attention_decode",
@@ -47,7 +59,7 @@ def native_available() -> bool:
 
 @functools.cache
 def _op_table() -> dict[str, Callable]:
-    from lmdeploy_sdk.native import activation, kv_cache, norm, paged_attention, rope
+    from lmdeploy_sdk.native import activation, gemv, kv_cache, norm, paged_attention, rope
 
     return {
         "rms_norm": norm.rms_norm,
@@ -55,7 +67,11 @@ def _op_table() -> dict[str, Callable]:
         "apply_rope": rope.apply_rope,
         "silu_and_mul": activation.silu_and_mul,
         "store_kv": kv_cache.store_kv,
+        "rope_store_kv": rope.rope_store_kv,
         "paged_attention": paged_attention.paged_attention,
+        "linear": gemv.linear,
+        "silu_mul_linear": gemv.silu_mul_linear,
+        "rms_norm_linear": gemv.rms_norm_linear,
     }
 
 

@@ -1,6 +1,6 @@
-"""Micro-benchmark of the attention kernels on one GPU; prints a table and writes JSON.
+"""Micro-benchmark of the attention and GEMV kernels on one GPU; prints a table and writes JSON.
 
-    python -m lmdeploy_sdk.native.bench_kernels [--json results.json] [--quick]
+    python -m lmdeploy_sdk.native.bench_kernels [--json results.json] [--quick] [--only gemv]
 
 Decode attention is memory-bound: its figure of merit is KV bytes read per second,
 set against a large device-to-device copy (bytes read + written per second). Prefill
@@ -8,11 +8,15 @@ attention is compute-bound: causal TFLOP/s against PyTorch's scaled_dot_product_
 on its flash backend with the same shapes (K/V expanded to all query heads for it).
 Kernels are timed as CUDA-graph replays (no Python launch gaps) with CUDA events;
 each figure is the median of several timed runs.
+The decode GEMVs (Llama-3-8B's linears at 1 and 2 rows) are memory-bound too: weight
+bytes read per second, ours against torch's F.linear (cuBLAS), each call on another copy
+of the weight so that none of it is still in L2 (as in a real step, layer after layer).
 """
 from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import statistics
@@ -22,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from lmdeploy_sdk import ops
+from lmdeploy_sdk.native import gemv
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
@@ -130,25 +136,93 @@ def bench_prefill(seq_len: int, hq: int, hkv: int, head_dim: int) -> dict:
     }
 
 
+# Llama-3-8B's decode linears: (name, N, K) of the [N, K] weight.
+GEMV_SHAPES = [
+    ("qkv", 6144, 4096),
+    ("o", 4096, 4096),
+    ("gate_up", 28672, 4096),
+    ("down", 4096, 14336),
+    ("lm_head", 128256, 4096),
+]
+
+
+def weight_copies(n: int, k: int, dtype: torch.dtype, min_bytes: int = 512 << 20) -> list[torch.Tensor]:
+    """Enough distinct [N, K] weights that cycling through them reads each from HBM, not L2."""
+    count = max(2, math.ceil(min_bytes / (n * k * torch.empty((), dtype=dtype).element_size())))
+    return [torch.randn((n, k), device="cuda", dtype=dtype) * k**-0.5 for _ in range(count)]
+
+
+def bench_gemv(rows: int, copy_gbs: float, dtype: torch.dtype = torch.bfloat16) -> list[dict]:
+    results = []
+    for name, n, k in GEMV_SHAPES:
+        weights = weight_copies(n, k, dtype)
+        w_bytes = weights[0].numel() * weights[0].element_size()
+        x = torch.randn((rows, k), device="cuda", dtype=dtype)
+        cases = [(name, x, gemv.linear, F.linear, gemv._served(x, weights[0], None, k))]
+        if name == "down":  # the fused activation against silu_and_mul + cuBLAS
+            gate_up = torch.randn((rows, 2 * k), device="cuda", dtype=dtype)
+            cases.append(
+                (
+                    "down+silu",
+                    gate_up,
+                    gemv.silu_mul_linear,
+                    lambda a, w: F.linear(ops.silu_and_mul(a), w),
+                    gemv._served(gate_up, weights[0], None, k),
+                )
+            )
+        for label, inp, ours, theirs, served in cases:
+            times = []
+            for fn in (ours, theirs):
+                cycle = itertools.cycle(weights)
+                times.append(time_ms(lambda fn=fn, cycle=cycle, inp=inp: fn(inp, next(cycle))))
+            ms, torch_ms = times
+            gbs, torch_gbs = w_bytes / ms / 1e6, w_bytes / torch_ms / 1e6
+            results.append(
+                {
+                    "kernel": "gemv",
+                    "shape": f"{label} N={n} K={k} M={rows} {str(dtype).removeprefix('torch.')}",
+                    "native": served,  # False: ours fell back to torch for this shape on this GPU
+                    "ms": round(ms, 4),
+                    "w_GBps": round(gbs, 1),
+                    "pct_of_copy": round(100 * gbs / copy_gbs, 1),
+                    "torch_ms": round(torch_ms, 4),
+                    "torch_w_GBps": round(torch_gbs, 1),
+                    "torch_pct_of_copy": round(100 * torch_gbs / copy_gbs, 1),
+                    "speedup": round(torch_ms / ms, 3),
+                }
+            )
+        del weights
+        torch.cuda.empty_cache()
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="the headline shapes only")
+    parser.add_argument("--only", choices=("decode", "prefill", "gemv"), help="run one group of benchmarks")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU")
     torch.manual_seed(0)
     copy_gbs = copy_bandwidth_gbs()
-    decode = bench_decode(32, 4096, 32, 8, 128, copy_gbs, [None, 1, 2, 3, 4, 8])
-    if not args.quick:
-        decode += bench_decode(1, 16384, 32, 8, 128, copy_gbs, [None])
-        decode += bench_decode(64, 1024, 32, 8, 128, copy_gbs, [None])
-        decode += bench_decode(16, 2048, 32, 32, 128, copy_gbs, [None])
-        decode += bench_decode(32, 4096, 64, 8, 128, copy_gbs, [None])
-        decode += bench_decode(32, 4096, 16, 2, 64, copy_gbs, [None])
-    prefill = [bench_prefill(4096, 32, 8, 128)]
-    if not args.quick:
-        prefill += [bench_prefill(1024, 32, 8, 128), bench_prefill(8192, 32, 8, 128), bench_prefill(4096, 16, 16, 64)]
+    decode, prefill, gemv_rows = [], [], []
+    if args.only in (None, "decode"):
+        decode = bench_decode(32, 4096, 32, 8, 128, copy_gbs, [None, 1, 2, 3, 4, 8])
+        if not args.quick:
+            decode += bench_decode(1, 16384, 32, 8, 128, copy_gbs, [None])
+            decode += bench_decode(64, 1024, 32, 8, 128, copy_gbs, [None])
+            decode += bench_decode(16, 2048, 32, 32, 128, copy_gbs, [None])
+            decode += bench_decode(32, 4096, 64, 8, 128, copy_gbs, [None])
+            decode += bench_decode(32, 4096, 16, 2, 64, copy_gbs, [None])
+    if args.only in (None, "prefill"):
+        prefill = [bench_prefill(4096, 32, 8, 128)]
+        if not args.quick:
+            prefill += [bench_prefill(1024, 32, 8, 128), bench_prefill(8192, 32, 8, 128), bench_prefill(4096, 16, 16, 64)]
+    if args.only in (None, "gemv"):
+        gemv_rows = bench_gemv(1, copy_gbs)
+        if not args.quick:
+            gemv_rows += bench_gemv(2, copy_gbs)
     result = {
         "gpu": torch.cuda.get_device_name(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -156,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         "copy_GBps": round(copy_gbs, 1),
         "decode": decode,
         "prefill": prefill,
+        "gemv": gemv_rows,
     }
     print(f"{result['gpu']}  torch {result['torch']}  {result['date']}")
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
@@ -165,6 +240,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'prefill shape':<44}{'ms':>9}{'TFLOP/s':>9}{'sdpa ms':>9}{'sdpa TF':>9}")
     for r in prefill:
         print(f"{r['shape']:<44}{r['ms']:>9.3f}{r['TFLOPs']:>9.1f}{r['sdpa_flash_ms']:>9.3f}{r['sdpa_flash_TFLOPs']:>9.1f}")
+    print(f"{'gemv shape (GB/s: weight bytes read)':<44}{'ms':>9}{'GB/s':>7}{'% copy':>8}"
+          f"{'torch ms':>10}{'GB/s':>7}{'% copy':>8}{'speedup':>8}")
+    for r in gemv_rows:
+        shape = r["shape"] + ("" if r["native"] else " (torch)")
+        print(f"{shape:<44}{r['ms']:>9.4f}{r['w_GBps']:>7.0f}{r['pct_of_copy']:>8.1f}"
+              f"{r['torch_ms']:>10.4f}{r['torch_w_GBps']:>7.0f}{r['torch_pct_of_copy']:>8.1f}{r['speedup']:>8.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

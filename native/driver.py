@@ -91,6 +91,7 @@ class DeviceKernels:
         self._modules: dict[str, Any] = {}
         self._functions: dict[str, Any] = {}
         self._occupancy: dict[tuple[str, str, int, int], int] = {}
+        self._smem_opt_in: dict[str, int] = {}  # kernel key -> dynamic smem bytes allowed
         self._lock = threading.RLock()
 
     def _make_current(self) -> None:
@@ -137,10 +138,27 @@ class DeviceKernels:
                     self._functions[key] = fn
         return fn
 
+    def _allow_shared_mem(self, module: str, kernel: str, shared_mem: int) -> None:
+        """Opt `kernel` in to `shared_mem` bytes of dynamic shared memory (above 48 KiB needs it)."""
+        key = f"{module}:{kernel}"
+        if shared_mem <= max(48 * 1024, self._smem_opt_in.get(key, 0)):
+            return
+        drv = _drv()
+        _check(
+            drv.cuFuncSetAttribute(
+                self.function(module, kernel),
+                drv.CUfunction_attribute.CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                shared_mem,
+            ),
+            f"allowing {shared_mem} bytes of shared memory for {kernel} ({module}.ptx) on {self.gpu}",
+        )
+        self._smem_opt_in[key] = shared_mem
+
     def max_active_blocks(self, module: str, kernel: str, threads: int, shared_mem: int = 0) -> int:
         """How many CTAs of `kernel` fit on one multiprocessor at once (registers, smem)."""
         key = (module, kernel, threads, shared_mem)
         if key not in self._occupancy:
+            self._allow_shared_mem(module, kernel, shared_mem)
             self._occupancy[key] = _check(
                 _drv().cuOccupancyMaxActiveBlocksPerMultiprocessor(
                     self.function(module, kernel), threads, shared_mem
@@ -158,10 +176,14 @@ class DeviceKernels:
         args: Sequence[KernelArg],
         shared_mem: int = 0,
     ) -> None:
-        """Launch `kernel` on torch's current stream of this device; args are ctypes values."""
+        """Launch `kernel` on torch's current stream of this device; args are ctypes values.
+
+        shared_mem: bytes of dynamic shared memory; above 48 KiB the kernel is opted in first.
+        """
         drv = _drv()
         fn = self.function(module, kernel)
         self._make_current()
+        self._allow_shared_mem(module, kernel, shared_mem)
         gx, gy, gz = (*grid, 1, 1)[:3]
         bx, by, bz = (*block, 1, 1)[:3]
         if gx == 0 or gy == 0 or gz == 0:

@@ -8,7 +8,8 @@ from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
 
 
-def _served(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+def served(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
+    """True when the store_kv kernel takes these tensors (else the reference runs)."""
     return (
         k_cache.dtype in SUPPORTED_DTYPES
         and k.dtype == v.dtype == k_cache.dtype == v_cache.dtype
@@ -35,7 +36,7 @@ def store_kv(
 ) -> None:
     # k, v: [T, Hkv, D] (strided views allowed); caches: [num_blocks, block_size, Hkv, D];
     # slot_mapping: [T] (negative slots are skipped)
-    if not _served(k, v, k_cache, v_cache):
+    if not served(k, v, k_cache, v_cache):
         reference.store_kv(k, v, k_cache, v_cache, slot_mapping)
         return
     k, v = as_vec8(k), as_vec8(v)

@@ -24,7 +24,10 @@ DECODE_GROUP_SIZES = (1, 2, 4, 8)  # query heads per CTA the decode kernel is bu
 DECODE_MODULE = "paged_attention_decode"
 DECODE_THREADS = 128
 DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit in the .cu)
-PREFILL_WARPS = {64: 4, 128: 8}  # 16 query rows per warp; must match the .cu instantiation
+# Prefill CTA tiles by head dim, as instantiated in paged_attention_prefill.cu:
+# (warps, query rows per CTA = 32 per warp, keys per smem tile).
+PREFILL_TILES = {64: (4, 128, 128), 128: (4, 128, 64)}
+PREFILL_SMEM_PAD = 8  # elements of padding per smem row (kStride = D + 8 in the .cu)
 LOG2E = 1.4426950408889634
 
 
@@ -199,14 +202,17 @@ def paged_prefill(
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
     out = _output(out, q)
-    warps = PREFILL_WARPS[head_dim]
-    q_tiles = math.ceil(meta.max_q_len / (16 * warps))
+    warps, tile_m, tile_n = PREFILL_TILES[head_dim]
+    q_tiles = math.ceil(meta.max_q_len / tile_m)
+    # dynamic smem: the Q tile, one K tile and one V tile of padded rows
+    shared_mem = (tile_m + 2 * tile_n) * (head_dim + PREFILL_SMEM_PAD) * q.element_size()
     driver.launch(
         q.device,
         "paged_attention_prefill",
         f"paged_prefill_{driver.dtype_suffix(q.dtype)}_d{head_dim}",
         grid=(q_tiles, num_q_heads, meta.num_seqs),
         block=(32 * warps,),
+        shared_mem=shared_mem,
         args=(
             driver.ptr(out),
             driver.ptr(q),

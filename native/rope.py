@@ -1,10 +1,11 @@
-"""Rotary embedding (NeoX rotate-half) of q and k in one launch of `rope.ptx`."""
+"""Rotary embedding (NeoX rotate-half) of q and k in one launch of `rope.ptx`, alone or fused
+with the KV-cache write."""
 from __future__ import annotations
 
 import torch
 
-from lmdeploy_sdk.native import driver
-from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
+from lmdeploy_sdk.native import driver, kv_cache
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
 
 
@@ -67,3 +68,59 @@ def apply_rope(
         ),
     )
     return q_out, k_out
+
+
+def rope_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """Rotate q and k and write k, v into the cache in one launch (one kernel fewer per layer)."""
+    # q: [T, Hq, D], k, v: [T, Hkv, D] (strided views allowed); positions, slot_mapping: [T];
+    # caches: [num_blocks, block_size, Hkv, D] -> q_rot [T, Hq, D] contiguous
+    if not (
+        _served(q, k, positions, cos_sin)
+        and kv_cache.served(k, v, k_cache, v_cache)
+        and q.shape[-1] % 16 == 0
+        and slot_mapping.device == q.device
+    ):
+        q, k = apply_rope(q, k, positions, cos_sin)
+        kv_cache.store_kv(k, v, k_cache, v_cache, slot_mapping)
+        return q
+    q, k, v = as_vec8(q), as_vec8(k), as_vec8(v)
+    num_tokens, num_q_heads, head_dim = q.shape
+    num_kv_heads = k.shape[1]
+    q_out = torch.empty((num_tokens, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    driver.launch(
+        q.device,
+        "rope",
+        f"rope_store_kv_{driver.dtype_suffix(q.dtype)}",
+        grid=(num_tokens,),
+        block=(128,),
+        args=(
+            driver.ptr(q_out),
+            driver.ptr(k_cache),
+            driver.ptr(v_cache),
+            driver.ptr(q),
+            driver.ptr(k),
+            driver.ptr(v),
+            driver.ptr(positions.to(torch.int64).contiguous()),
+            driver.ptr(slot_mapping.to(torch.int64).contiguous()),
+            driver.ptr(cos_sin.to(torch.float32).contiguous()),
+            driver.i32(num_q_heads),
+            driver.i32(num_kv_heads),
+            driver.i32(head_dim),
+            driver.i64(q.stride(0)),
+            driver.i64(q.stride(1)),
+            driver.i64(k.stride(0)),
+            driver.i64(k.stride(1)),
+            driver.i64(v.stride(0)),
+            driver.i64(v.stride(1)),
+        ),
+    )
+    return q_out

@@ -34,6 +34,20 @@ class RMSNorm(nn.Module):
         """(norm(x + residual), x + residual)."""
         return ops.add_rms_norm(x, residual, self.weight, self.eps)
 
+    def into(
+        self, proj: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(proj(norm(x + residual)), x + residual), one kernel at small batches; residual
+        None (the first layer) stands for zeros, and x itself is returned as the sum."""
+        return ops.rms_norm_linear(x, residual, self.weight, self.eps, proj.weight, proj.bias)
+
+
+class Linear(nn.Linear):
+    """nn.Linear through ops.linear, so small decode batches run our GEMV kernel."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ops.linear(x, self.weight, self.bias)
+
 
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype) -> None:
@@ -41,31 +55,31 @@ class Attention(nn.Module):
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
         self.split_sizes = [q_size, kv_size, kv_size]
-        self.qkv_proj = nn.Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias, dtype=dtype)
-        self.o_proj = nn.Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias, dtype=dtype)
+        self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias, dtype=dtype)
+        self.o_proj = Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias, dtype=dtype)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
         self.k_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
         self.scale = cfg.head_dim**-0.5
 
     def forward(
         self,
-        x: torch.Tensor,
+        qkv: torch.Tensor,
         positions: torch.Tensor,
         kv_cache: KVCache,
         meta: AttentionMetadata,
         cos_sin: torch.Tensor,
     ) -> torch.Tensor:
-        # x: [T, hidden]; positions: [T]; cos_sin: [P, D]
-        t = x.shape[0]
-        q, k, v = self.qkv_proj(x).split(self.split_sizes, dim=-1)
+        """Attention from the qkv projection (the layer fuses it with the norm before it)."""
+        # qkv: [T, (Hq + 2 Hkv) * D]; positions: [T]; cos_sin: [P, D] -> [T, hidden]
+        t = qkv.shape[0]
+        q, k, v = qkv.split(self.split_sizes, dim=-1)
         q = q.view(t, self.num_heads, self.head_dim)  # [T, Hq, D]
         k = k.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         v = v.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = ops.apply_rope(q, k, positions, cos_sin)
         k_cache, v_cache = kv_cache
-        ops.store_kv(k, v, k_cache, v_cache, meta.slot_mapping)
+        q = ops.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping)
         out = ops.paged_attention(q, k_cache, v_cache, meta, self.scale)  # [T, Hq, D]
         return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
 
@@ -74,12 +88,13 @@ class MLP(nn.Module):
     def __init__(self, cfg: ModelConfig, dtype: torch.dtype) -> None:
         super().__init__()
         i = cfg.intermediate_size
-        self.gate_up_proj = nn.Linear(cfg.hidden_size, 2 * i, bias=cfg.mlp_bias, dtype=dtype)
-        self.down_proj = nn.Linear(i, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype)
+        self.gate_up_proj = Linear(cfg.hidden_size, 2 * i, bias=cfg.mlp_bias, dtype=dtype)
+        self.down_proj = Linear(i, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: [T, hidden] -> [T, 2I] -> [T, I] -> [T, hidden]
-        return self.down_proj(ops.silu_and_mul(self.gate_up_proj(x)))
+    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """The MLP after its gate/up projection (the layer fuses that with the norm before it)."""
+        # gate_up: [T, 2I] -> (silu(gate) * up: [T, I]) -> [T, hidden]
+        return ops.silu_mul_linear(gate_up, self.down_proj.weight, self.down_proj.bias)
 
 
 class DecoderLayer(nn.Module):
@@ -101,13 +116,10 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(this layer's output, the residual stream before it); their sum is the HF hidden state."""
         # hidden, residual: [T, hidden]
-        if residual is None:
-            residual, x = hidden, self.input_layernorm(hidden)
-        else:
-            x, residual = self.input_layernorm.add_forward(hidden, residual)
-        x = self.self_attn(x, positions, kv_cache, meta, cos_sin)
-        x, residual = self.post_attention_layernorm.add_forward(x, residual)
-        return self.mlp(x), residual
+        qkv, residual = self.input_layernorm.into(self.self_attn.qkv_proj, hidden, residual)
+        x = self.self_attn(qkv, positions, kv_cache, meta, cos_sin)
+        gate_up, residual = self.post_attention_layernorm.into(self.mlp.gate_up_proj, x, residual)
+        return self.mlp(gate_up), residual
 
 
 class DecoderModel(nn.Module):
@@ -144,7 +156,7 @@ class CausalLM(nn.Module):
         self.model = DecoderModel(config, dtype, table_length(config, rope_scaling_factor))
         self.lm_head = (
             None if config.tie_word_embeddings
-            else nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
+            else Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
         )
 
     @property
@@ -165,7 +177,7 @@ class CausalLM(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         # hidden: [N, hidden] -> [N, vocab] float32
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return F.linear(hidden, weight).float()
+        return ops.linear(hidden, weight).float()
 
 
 def hf_layout(cfg: ModelConfig) -> dict[str, WeightTarget]:

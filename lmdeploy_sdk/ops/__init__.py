@@ -20,7 +20,11 @@ __all__ = [
     "apply_rope",
     "silu_and_mul",
     "store_kv",
+    "rope_store_kv",
     "paged_attention",
+    "linear",
+    "silu_mul_linear",
+    "rms_norm_linear",
 ]
 
 
@@ -58,6 +62,26 @@ def store_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
     (fn or reference.store_kv)(k, v, k_cache, v_cache, slot_mapping)
 
 
+def rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping) -> torch.Tensor:
+    fn = _native("rope_store_kv", q) or reference.rope_store_kv
+    return fn(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping)
+
+
 def paged_attention(q, k_cache, v_cache, meta: AttentionMetadata, scale: float):
     fn = _native("paged_attention", q)
     return (fn or reference.paged_attention)(q, k_cache, v_cache, meta, scale)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    fn = _native("linear", x)
+    return (fn or reference.linear)(x, weight, bias)
+
+
+def silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    fn = _native("silu_mul_linear", gate_up)
+    return (fn or reference.silu_mul_linear)(gate_up, weight, bias)
+
+
+def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None) -> tuple[torch.Tensor, torch.Tensor]:
+    fn = _native("rms_norm_linear", x) or reference.rms_norm_linear
+    return fn(x, residual, norm_weight, eps, weight, bias)

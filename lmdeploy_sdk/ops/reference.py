@@ -55,6 +55,38 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """nn.Linear: x @ weight.T + bias, accumulated in fp32 and rounded once (bias included)."""
+    # x: [..., K]; weight: [N, K]; bias: [N] or None -> [..., N]
+    return F.linear(x, weight, bias)
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """The gated MLP's down projection: linear(silu_and_mul(gate_up)), the activation
+    rounded to the dtype in between exactly as the two separate ops do."""
+    # gate_up: [..., 2K] (gate | up); weight: [N, K]; bias: [N] or None -> [..., N]
+    return linear(silu_and_mul(gate_up), weight, bias)
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A pre-norm projection: (linear(rms_norm(x + residual)), x + residual); without a
+    residual (the first layer), (linear(rms_norm(x)), x)."""
+    # x, residual: [T, K]; norm_weight: [K]; weight: [N, K] -> ([T, N], [T, K])
+    if residual is None:
+        return linear(rms_norm(x, norm_weight, eps), weight, bias), x
+    normed, summed = add_rms_norm(x, residual, norm_weight, eps)
+    return linear(normed, weight, bias), summed
+
+
 def store_kv(
     k: torch.Tensor,
     v: torch.Tensor,
@@ -67,6 +99,23 @@ def store_kv(
     nb, bs, h, d = k_cache.shape
     k_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
     v_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
+
+
+def rope_store_kv(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    positions: torch.Tensor,
+    cos_sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> torch.Tensor:
+    """apply_rope, then store_kv of the rotated k and v; returns the rotated q."""
+    # q: [T, Hq, D], k, v: [T, Hkv, D] -> [T, Hq, D]
+    q, k = apply_rope(q, k, positions, cos_sin)
+    store_kv(k, v, k_cache, v_cache, slot_mapping)
+    return q
 
 
 def gather_kv(

@@ -17,7 +17,7 @@ __device__ __forceinline__ void silu_and_mul_vec(T* __restrict__ out, const T* _
   unpack8<T>(gate[c], g);
   unpack8<T>(up[c], u);
 #pragma unroll
-  for (int i = 0; i < 8; ++i) o[i] = round_to<T>(g[i] / (1.0f + expf(-g[i]))) * u[i];
+  for (int i = 0; i < 8; ++i) o[i] = silu_mul<T>(g[i], u[i]);
   reinterpret_cast<uint4*>(out + row * inter)[c] = pack8<T>(o);
 }
 

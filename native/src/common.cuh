@@ -86,6 +86,14 @@ __device__ __forceinline__ float round_to(float v) {
   return to_float<T>(from_float<T>(v));
 }
 
+// The gated-MLP activation of one element: silu(gate) rounded to T, times up, in fp32
+// (the caller rounds the product to T), as torch's F.silu(gate) * up does. Shared by
+// silu_and_mul and silu_mul_gemv so the fused GEMV sees bit-identical activations.
+template <typename T>
+__device__ __forceinline__ float silu_mul(float gate, float up) {
+  return round_to<T>(gate / (1.0f + expf(-gate))) * up;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -1,22 +1,60 @@
 // Prefill attention (any q_len per sequence, causal, over a cached prefix) on a paged
 // KV cache, flash-attention style with tensor cores (mma.sync m16n8k16, fp32 accumulate).
 //
-// Grid (max q tiles, Hq, B): one CTA per (query tile, query head, sequence); each warp
-// owns 16 query rows, whose Q fragments stay in registers (Q is staged through the K/V
-// smem buffers once). The CTA walks 64-key tiles of the context (only those some row
-// of the tile can see), gathering rows through the block table with cp.async into
-// swizzled smem; the next K tile loads while P.V runs and the next V tile while Q.K^T
-// runs. Softmax is online (running max and sum per row, log2 domain).
+// Grid (max q tiles, Hq, B): one CTA per (query tile, query head, sequence), in
+// FlashAttention-2's forward layout: 4 warps of 32 query rows (two m16 tiles each), so
+// 128-row tiles, and kTileN keys per smem tile (64 at D = 128, 128 at D = 64). Dynamic
+// smem holds the Q tile, one K tile and one V tile, rows padded by 16 bytes so ldmatrix
+// and cp.async are bank-conflict free with plain base + offset addressing. Q is re-read
+// with ldmatrix every key tile (32 rows of Q fragments don't fit beside the O and S
+// accumulators); each K/V fragment read from smem feeds both m16 tiles, half the smem
+// traffic per FLOP of 16-row warps. The CTA walks the key tiles some row of its tile
+// can see (a warp skips those none of its rows can see), gathering rows through the
+// block table with cp.async: V_j loads during Q.K^T_j and softmax, K_{j+1} during P.V_j.
+// Softmax is online (running max and sum per row, log2 domain); the causal mask is
+// applied only on tiles crossing a warp's diagonal. O leaves through the warp's own Q
+// rows in smem as row-contiguous 16-byte stores.
 // Query row i of a sequence sits at position kv_len - q_len + i and sees keys 0..that.
+#include <type_traits>
+
 #include "mma.cuh"
-#include "paged_cache.cuh"
 
 namespace lmd {
 
-constexpr int kTileN = 64;  // keys per smem tile
+// 2^x on the SFU, flushing denormal results to zero (exp2f without fast-math adds
+// denormal scaling around MUFU.EX2); ex2(-inf) = 0, which masked scores rely on.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
 
-// WARPS warps of 16 query rows each: a CTA serves kTileM = 16 * WARPS rows.
-template <typename T, int D, int WARPS>
+// A global load / special register read the compiler must issue where it stands (not
+// merged with an earlier one). At two CTAs per SM every register counts (O and S alone
+// take 192): the K/V copies, the causal mask and the epilogue recompute their indices
+// from these instead of holding them in registers through the main loop.
+__device__ __forceinline__ int reload(const int* p) {
+  int v;
+  asm volatile("ld.global.u32 %0, [%1];\n" : "=r"(v) : "l"(p));
+  return v;
+}
+#define LMD_SREG(NAME, REG)                             \
+  __device__ __forceinline__ int NAME() {               \
+    int v;                                              \
+    asm volatile("mov.u32 %0, %%" REG ";\n" : "=r"(v)); \
+    return v;                                           \
+  }
+LMD_SREG(reread_tid, "tid.x")
+LMD_SREG(reread_ctaid_x, "ctaid.x")
+LMD_SREG(reread_ctaid_y, "ctaid.y")
+LMD_SREG(reread_ctaid_z, "ctaid.z")
+LMD_SREG(reread_nctaid_x, "nctaid.x")
+#undef LMD_SREG
+
+// WARPS warps of M_TILES x 16 query rows: a CTA serves kTileM = 16 * M_TILES * WARPS
+// rows; TILE_N keys per K/V smem tile.
+// Dynamic smem: (kTileM + 2 * TILE_N) * (D + 8) * sizeof(T) bytes.
+template <typename T, int D, int WARPS, int M_TILES, int TILE_N>
 __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __restrict__ q,
                                               const T* __restrict__ k_cache,
                                               const T* __restrict__ v_cache,
@@ -29,11 +67,21 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
   // q: [T, Hq, D] (strided); caches: [num_blocks, block_size, Hkv, D]; out: [T, Hq, D]
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   constexpr int kThreads = WARPS * 32;
-  constexpr int kTileM = 16 * WARPS;
-  static_assert(kTileM <= 2 * kTileN, "the Q tile is staged in the K and V buffers");
-  __shared__ __align__(128) T s_kv[2 * kTileN * D];  // K tile | V tile; first the Q tile
-  T* s_k = s_kv;
-  T* s_v = s_kv + kTileN * D;
+  constexpr int kWarpRows = 16 * M_TILES;
+  constexpr int kTileM = kWarpRows * WARPS;
+  constexpr int kTileN = TILE_N;
+  // smem row: D plus 16 bytes of padding, so the 8 rows an ldmatrix (or a cp.async pass)
+  // touches at one column start in 8 different 16-byte bank groups
+  constexpr int kStride = D + 8;
+  constexpr int kRowStep = kThreads / kChunks;  // rows one pass of the CTA copies
+  static_assert(sizeof(T) == 2 && D % 16 == 0 && kTileN % 16 == 0, "m16n8k16 tiles");
+  static_assert(kThreads % kChunks == 0 && kTileM % kRowStep == 0 && kTileN % kRowStep == 0,
+                "tiles copy in whole passes");
+  static_assert(32 % kChunks == 0 && kWarpRows % (32 / kChunks) == 0, "O store passes");
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* s_q = reinterpret_cast<T*>(smem);  // [kTileM, kStride]
+  T* s_k = s_q + kTileM * kStride;      // [kTileN, kStride]
+  T* s_v = s_k + kTileN * kStride;      // [kTileN, kStride]
 
   // Last tiles first: they see the most keys, so the short ones fill the tail of the grid.
   const int tile = gridDim.x - 1 - blockIdx.x, h = blockIdx.y, b = blockIdx.z;
@@ -45,172 +93,277 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
   const int prefix = kv_len - q_len;
   const int rows = min(kTileM, q_len - row0);
   const int kv_end = prefix + row0 + rows;  // keys [0, kv_end) are visible to some row
-  const int num_kv_tiles = (kv_end + kTileN - 1) / kTileN;
   const int kv_head = h / (num_q_heads / num_kv_heads);
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int* bt = block_tables + static_cast<int64_t>(b) * bt_stride;
-  const int64_t row_elems = static_cast<int64_t>(num_kv_heads) * D;
+  const uint32_t cache_row_bytes = num_kv_heads * D * sizeof(T);  // all kv heads of a token
 
-  for (int idx = tid; idx < kTileM * kChunks; idx += kThreads) {
-    const int r = idx / kChunks, c = idx % kChunks;
-    const bool valid = r < rows;
-    const T* src = q + static_cast<int64_t>(q_start + row0 + (valid ? r : 0)) * q_stride_t +
-                   h * q_stride_h + c * 8;
-    cp_async_16(s_kv + swizzle<D>(r, c), src, valid ? 16 : 0);
-  }
-  cp_async_commit();
-  cp_async_wait<0>();
-  __syncthreads();
-  uint32_t qa[D / 16][4];  // A fragments of this warp's 16 query rows, kept in registers
+  // Copies: thread tid moves 16-byte chunk tid % kChunks of rows tid / kChunks + i * kRowStep.
+  const int ld_row = tid / kChunks, ld_chunk = tid % kChunks;
+  const int ld_dst = ld_row * kStride + ld_chunk * 8;  // smem element offset in a tile
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk)
-    ldmatrix_x4(qa[kk], s_kv + swizzle<D>(warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                                          kk * 2 + lane / 16));
-  __syncthreads();  // every warp holds its Q before K and V overwrite the staging area
-
-  // keys past kv_end are zero-filled: masked scores must not meet NaN garbage in P.V
+  for (int i = 0; i < kTileM / kRowStep; ++i) {
+    const int r = ld_row + i * kRowStep;
+    const bool valid = r < rows;  // rows past the sequence are zero-filled
+    const T* src = q + static_cast<int64_t>(q_start + row0 + (valid ? r : 0)) * q_stride_t +
+                   h * q_stride_h + ld_chunk * 8;
+    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
+  }
+  // Byte offset of this thread's chunk inside a cache row (same for K and V).
+  const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
+  // Keys past kv_end are zero-filled: masked scores must not meet NaN garbage in P.V.
+  // The thread's row and chunk and the block table are re-derived from re-read indices
+  // each call rather than held in registers through Q.K^T and softmax.
   auto load_kv_tile = [&](T* dst, const T* cache, int n0) {
-    for (int idx = tid; idx < kTileN * kChunks; idx += kThreads) {
-      const int r = idx / kChunks, c = idx % kChunks;
-      const int n = n0 + r;
-      const bool valid = n < kv_end;
-      const int64_t tok = valid ? token_row(bt, n, block_size, block_shift) : 0;
-      cp_async_16(dst + swizzle<D>(r, c), cache + tok * row_elems + kv_head * D + c * 8,
-                  valid ? 16 : 0);
+    const int t = reread_tid();
+    const int n = n0 + t / kChunks;  // this thread's first key
+    dst += (t / kChunks) * kStride + (t % kChunks) * 8;
+    const int* bt = block_tables + static_cast<int64_t>(reread_ctaid_z()) * bt_stride;
+    if (block_shift >= 0 && block_size >= kTileN) {
+      // Power-of-two blocks of kTileN keys or more hold whole tiles (n0 is a multiple of
+      // kTileN): one block-table lookup per tile, rows at a fixed stride.
+      const uint32_t tok =
+          static_cast<uint32_t>(bt[n0 >> block_shift]) * block_size + (n & (block_size - 1));
+      const char* src = reinterpret_cast<const char*>(cache) +
+                        (static_cast<uint64_t>(tok) * cache_row_bytes + ld_src);
+#pragma unroll
+      for (int i = 0; i < kTileN / kRowStep; ++i)
+        cp_async_16(dst + i * kRowStep * kStride,
+                    src + static_cast<uint64_t>(i * kRowStep) * cache_row_bytes,
+                    n + i * kRowStep < kv_end ? 16 : 0);
+      return;
     }
+    // Smaller blocks: one lookup per row. Rows past kv_end read key 0's entry instead
+    // (always there), so no per-row branches; the block-size case is chosen per tile.
+    auto copy_rows = [&](auto pow2) {
+#pragma unroll
+      for (int i = 0; i < kTileN / kRowStep; ++i) {
+        const bool valid = n + i * kRowStep < kv_end;
+        const uint32_t key = valid ? n + i * kRowStep : 0;
+        uint32_t blk, off;
+        if constexpr (decltype(pow2)::value) {  // power-of-two block size: shift and mask
+          blk = key >> block_shift;
+          off = key & (block_size - 1);
+        } else {
+          blk = key / static_cast<uint32_t>(block_size);
+          off = key - blk * block_size;
+        }
+        const uint32_t tok = static_cast<uint32_t>(bt[blk]) * block_size + off;  // cache row
+        cp_async_16(dst + i * kRowStep * kStride,
+                    reinterpret_cast<const char*>(cache) +
+                        (static_cast<uint64_t>(tok) * cache_row_bytes + ld_src),
+                    valid ? 16 : 0);
+      }
+    };
+    if (block_shift >= 0)
+      copy_rows(std::true_type());
+    else
+      copy_rows(std::false_type());
   };
   load_kv_tile(s_k, k_cache, 0);
-  cp_async_commit();  // group: K0
-  load_kv_tile(s_v, v_cache, 0);
-  cp_async_commit();  // group: V0
+  cp_async_commit();  // group: Q and K_0
 
-  float o[D / 8][4];
+  float o[M_TILES][D / 8][4];  // C fragments: [m16 tile][8 columns of D][c0..c3]
 #pragma unroll
-  for (int dn = 0; dn < D / 8; ++dn)
+  for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
-    for (int e = 0; e < 4; ++e) o[dn][e] = 0.f;
-  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
-  const int qi0 = row0 + warp * 16 + lane / 4;  // this thread's rows: qi0 and qi0 + 8
+    for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) o[mi][dn][e] = 0.f;
+  // This thread's rows: ri = 2 * mi + half is warp row mi * 16 + half * 8 + lane / 4.
+  float row_max[2 * M_TILES], row_sum[2 * M_TILES];  // max of raw scores; per-lane partial sum
+#pragma unroll
+  for (int ri = 0; ri < 2 * M_TILES; ++ri) row_max[ri] = -INFINITY, row_sum[ri] = 0.f;
+  const int warp_row0 = row0 + warp * kWarpRows;  // first query row of this warp
+  const int diag = prefix + warp_row0;  // the warp's first row sees keys [0, diag]
+  const bool warp_live = warp_row0 < q_len;
+  // ldmatrix x4: lane l gives the address of row l % 8 of 8x8 matrix l / 8, here rows
+  // 0-7 / 8-15 x columns 0-7, then rows 0-7 / 8-15 x columns 8-15 of a 16x16 block:
+  // Q -> A fragment a0 a1 a2 a3; K (keys x D) -> r0 r2 = b0 b1 of n8 tile jn, r1 r3 =
+  // b0 b1 of jn + 1; V (keys x D, .trans) -> r0 r1 = b0 b1 of D columns dn..dn+7, r2 r3
+  // = b0 b1 of dn+8..dn+15.
+  const int frag_off = ((lane % 8) + ((lane / 8) % 2) * 8) * kStride + (lane / 16) * 8;
+  const uint32_t q_frag = smem_addr(s_q + warp * kWarpRows * kStride + frag_off);
+  const uint32_t kv_frag = smem_addr(s_k + frag_off);  // V: + kTileN * kStride elements
 
-  for (int j = 0; j < num_kv_tiles; ++j) {
-    const int n0 = j * kTileN;
-    cp_async_wait<1>();  // K_j landed
-    __syncthreads();
-    // S = Q K^T: [16 rows, 64 keys] per warp
-    float s[kTileN / 8][4];
+  for (int n0 = 0; n0 < kv_end; n0 += kTileN) {
+    cp_async_wait<0>();  // this thread's K_j (and Q) copies landed
+    __syncthreads();     // everyone's did; every warp is done reading V_{j-1}
+    load_kv_tile(s_v, v_cache, n0);
+    cp_async_commit();  // group: V_j, lands during Q.K^T and softmax
+    // The warp has rows in the sequence and its last row sees a key of this tile. (Rows
+    // past the sequence run on zero-filled Q and are never stored; rows that see none of
+    // the tile get p = 0.)
+    const bool active = warp_live && n0 < diag + kWarpRows;
+    // P as A fragments: [m16 tile][16 keys][a0..a3], packed to T once S is done with
+    uint32_t pa[M_TILES][kTileN / 16][4];
+    if (active) {
+      float s[M_TILES][kTileN / 8][4];  // S = Q K^T: [32 rows, kTileN keys] per warp
 #pragma unroll
-    for (int jn = 0; jn < kTileN / 8; ++jn) {
+      for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
-      for (int e = 0; e < 4; ++e) s[jn][e] = 0.f;
+        for (int jn = 0; jn < kTileN / 8; ++jn)
 #pragma unroll
-      for (int kk = 0; kk < D / 16; kk += 2) {
-        uint32_t kb[4];
-        ldmatrix_x4(kb, s_k + swizzle<D>(jn * 8 + (lane % 8), kk * 2 + lane / 8));
-        mma_16816(s[jn], qa[kk], kb[0], kb[1], T());
-        mma_16816(s[jn], qa[kk + 1], kb[2], kb[3], T());
+          for (int e = 0; e < 4; ++e) s[mi][jn][e] = 0.f;
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) {
+        uint32_t qa[M_TILES][4];
+#pragma unroll
+        for (int mi = 0; mi < M_TILES; ++mi)
+          ldmatrix_x4(qa[mi], q_frag + (mi * 16 * kStride + kk * 16) * 2);
+#pragma unroll
+        for (int jn = 0; jn < kTileN / 8; jn += 2) {
+          uint32_t kb[4];
+          ldmatrix_x4(kb, kv_frag + (jn * 8 * kStride + kk * 16) * 2);
+#pragma unroll
+          for (int mi = 0; mi < M_TILES; ++mi) {  // one K fragment, both m16 tiles
+            mma_16816(s[mi][jn], qa[mi], kb[0], kb[2], T());
+            mma_16816(s[mi][jn + 1], qa[mi], kb[1], kb[3], T());
+          }
+        }
+      }
+      // Causal mask, only where the tile's last key is past the warp's first row. Key
+      // n0 + jn * 8 + (lane % 4) * 2 + (e & 1) is hidden from row warp_row0 + mi * 16 +
+      // (e / 2) * 8 + lane / 4 when it exceeds prefix + that row, i.e. when
+      // jn * 8 + (e & 1) > lim + mi * 16 + (e / 2) * 8 (keys past kv_end fall under it).
+      if (n0 + kTileN - 1 > diag) {
+        const int lane_r = reread_tid() % 32;  // not held through the loop
+        const int lim = diag - n0 + lane_r / 4 - (lane_r % 4) * 2;
+#pragma unroll
+        for (int mi = 0; mi < M_TILES; ++mi)
+#pragma unroll
+          for (int jn = 0; jn < kTileN / 8; ++jn)
+#pragma unroll
+            for (int e = 0; e < 4; ++e)
+              if (jn * 8 + (e & 1) > lim + mi * 16 + (e / 2) * 8) s[mi][jn][e] = -INFINITY;
+      }
+
+      // Online softmax (a row lives in the 4 lanes of a quad). Scores stay unscaled: the
+      // scale folds into one FFMA, exp2(s * scale_log2 - max * scale_log2) (scale > 0).
+      // Each m16 tile is packed as soon as it is done, so its S registers free early.
+#pragma unroll
+      for (int mi = 0; mi < M_TILES; ++mi) {
+#pragma unroll
+        for (int half = 0; half < 2; ++half) {
+          const int ri = 2 * mi + half;
+          float mx = -INFINITY;
+#pragma unroll
+          for (int jn = 0; jn < kTileN / 8; ++jn)
+            mx = fmaxf(mx, fmaxf(s[mi][jn][2 * half], s[mi][jn][2 * half + 1]));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+          const float new_max = fmaxf(row_max[ri], mx);
+          const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;  // masked so far
+          const float alpha = exp2_ftz(row_max[ri] * scale_log2 - base);  // 0 on the first tile
+          row_max[ri] = new_max;
+          float sum = 0.f;
+#pragma unroll
+          for (int jn = 0; jn < kTileN / 8; ++jn)
+#pragma unroll
+            for (int e = 2 * half; e < 2 * half + 2; ++e) {
+              s[mi][jn][e] = exp2_ftz(fmaf(s[mi][jn][e], scale_log2, -base));
+              sum += s[mi][jn][e];
+            }
+          row_sum[ri] = row_sum[ri] * alpha + sum;  // quad-reduced at the end
+#pragma unroll
+          for (int dn = 0; dn < D / 8; ++dn) {
+            o[mi][dn][2 * half] *= alpha;
+            o[mi][dn][2 * half + 1] *= alpha;
+          }
+        }
+        // P's C fragments become A fragments: keys 16t..16t+15 are n8 tiles 2t (c0 c1:
+        // row g -> a0, c2 c3: row g + 8 -> a1) and 2t + 1 (-> a2, a3).
+#pragma unroll
+        for (int t = 0; t < kTileN / 16; ++t) {
+          pa[mi][t][0] = pack2(s[mi][2 * t][0], s[mi][2 * t][1], T());
+          pa[mi][t][1] = pack2(s[mi][2 * t][2], s[mi][2 * t][3], T());
+          pa[mi][t][2] = pack2(s[mi][2 * t + 1][0], s[mi][2 * t + 1][1], T());
+          pa[mi][t][3] = pack2(s[mi][2 * t + 1][2], s[mi][2 * t + 1][3], T());
+        }
       }
     }
-    const bool need_mask = n0 + kTileN - 1 > prefix + row0;
-#pragma unroll
-    for (int jn = 0; jn < kTileN / 8; ++jn)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int n = n0 + jn * 8 + (lane % 4) * 2 + (e & 1);
-        const int qi = qi0 + (e >= 2 ? 8 : 0);
-        s[jn][e] = (need_mask && n > prefix + qi) ? -INFINITY : s[jn][e] * scale_log2;
-      }
-    // online softmax for this thread's two rows (a row lives in the 4 lanes of a quad)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int jn = 0; jn < kTileN / 8; ++jn) mx = fmaxf(mx, fmaxf(s[jn][2 * r], s[jn][2 * r + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float new_max = fmaxf(row_max[r], mx);
-      const float base = new_max == -INFINITY ? 0.f : new_max;  // a row masked so far
-      const float alpha = exp2f(row_max[r] - base);
-      float sum = 0.f;
-#pragma unroll
-      for (int jn = 0; jn < kTileN / 8; ++jn) {
-        s[jn][2 * r] = exp2f(s[jn][2 * r] - base);
-        s[jn][2 * r + 1] = exp2f(s[jn][2 * r + 1] - base);
-        sum += s[jn][2 * r] + s[jn][2 * r + 1];
-      }
-      row_sum[r] = row_sum[r] * alpha + sum;  // per-lane partial; quad-reduced at the end
-      row_max[r] = new_max;
-#pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn) {
-        o[dn][2 * r] *= alpha;
-        o[dn][2 * r + 1] *= alpha;
-      }
-    }
-    __syncthreads();  // every warp is done with s_k
-    if (j + 1 < num_kv_tiles) load_kv_tile(s_k, k_cache, n0 + kTileN);
-    cp_async_commit();
-    cp_async_wait<1>();  // V_j landed
-    __syncthreads();
+    // K_{j+1} is issued once S is packed: its addressing needs registers S held.
+    cp_async_wait<0>();  // this thread's V_j copies landed
+    __syncthreads();     // everyone's did; every warp is done reading K_j
+    if (n0 + kTileN < kv_end) load_kv_tile(s_k, k_cache, n0 + kTileN);
+    cp_async_commit();  // group: K_{j+1}, lands during P.V
+    if (!active) continue;
 
-    // O += P V: P's accumulator fragments are reused as A fragments
+    // O += P V
 #pragma unroll
-    for (int t = 0; t < kTileN / 16; ++t) {
-      uint32_t pa[4];
-      pa[0] = pack2(s[2 * t][0], s[2 * t][1], T());
-      pa[1] = pack2(s[2 * t][2], s[2 * t][3], T());
-      pa[2] = pack2(s[2 * t + 1][0], s[2 * t + 1][1], T());
-      pa[3] = pack2(s[2 * t + 1][2], s[2 * t + 1][3], T());
+    for (int t = 0; t < kTileN / 16; ++t)
 #pragma unroll
       for (int dn = 0; dn < D / 8; dn += 2) {
         uint32_t vb[4];
-        ldmatrix_x4_trans(vb, s_v + swizzle<D>(t * 16 + (lane % 8) + ((lane / 8) % 2) * 8,
-                                               dn + lane / 16));
-        mma_16816(o[dn], pa, vb[0], vb[1], T());
-        mma_16816(o[dn + 1], pa, vb[2], vb[3], T());
+        ldmatrix_x4_trans(vb, kv_frag + ((kTileN + t * 16) * kStride + dn * 8) * 2);
+#pragma unroll
+        for (int mi = 0; mi < M_TILES; ++mi) {  // one V fragment, both m16 tiles
+          mma_16816(o[mi][dn], pa[mi][t], vb[0], vb[1], T());
+          mma_16816(o[mi][dn + 1], pa[mi][t], vb[2], vb[3], T());
+        }
       }
-    }
-    __syncthreads();  // every warp is done with s_v
-    if (j + 1 < num_kv_tiles) load_kv_tile(s_v, v_cache, n0 + kTileN);
-    cp_async_commit();
   }
   cp_async_wait<0>();
 
+  // Epilogue: normalize, stage the warp's rows of O in its own Q rows (no other warp
+  // reads them), then store whole 16-byte chunks, row-contiguous. Indices are re-read
+  // (see reread_tid), hence the block scope shadowing the kernel's own.
+  {
+    const int tid = reread_tid(), warp = tid / 32, lane = tid % 32, b = reread_ctaid_z();
+    const int row_w = (reread_nctaid_x() - 1 - reread_ctaid_x()) * kTileM + warp * kWarpRows;
+    const int q_start = reload(cu_seqlens_q + b);
+    const int out_rows = reload(cu_seqlens_q + b + 1) - q_start - row_w;  // may be <= 0
+    T* out_w = out + (static_cast<int64_t>(q_start + row_w) * num_q_heads + reread_ctaid_y()) * D;
+    T* s_o = s_q + warp * kWarpRows * kStride;  // [kWarpRows, kStride]
+    __syncwarp();                               // every lane's last ldmatrix of Q is done
 #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 1);
-    row_sum[r] += __shfl_xor_sync(0xffffffffu, row_sum[r], 2);
-    const int qi = qi0 + 8 * r;
-    if (qi < q_len) {
-      const float inv = 1.f / row_sum[r];
-      T* dst = out + (static_cast<int64_t>(q_start + qi) * num_q_heads + h) * D + (lane % 4) * 2;
+    for (int mi = 0; mi < M_TILES; ++mi)
 #pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn)
-        *reinterpret_cast<uint32_t*>(dst + dn * 8) =
-            pack2(o[dn][2 * r] * inv, o[dn][2 * r + 1] * inv, T());
+      for (int half = 0; half < 2; ++half) {
+        const int ri = 2 * mi + half;
+        float sum = row_sum[ri];
+        sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+        sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+        const float inv = sum > 0.f ? 1.f / sum : 0.f;  // 0: a row past the sequence
+        T* dst = s_o + (mi * 16 + half * 8 + lane / 4) * kStride + (lane % 4) * 2;
+#pragma unroll
+        for (int dn = 0; dn < D / 8; ++dn)
+          *reinterpret_cast<uint32_t*>(dst + dn * 8) =
+              pack2(o[mi][dn][2 * half] * inv, o[mi][dn][2 * half + 1] * inv, T());
+      }
+    __syncwarp();
+    constexpr int kStoreRows = 32 / kChunks;  // rows per warp-wide pass of 16-byte stores
+#pragma unroll
+    for (int i = 0; i < kWarpRows / kStoreRows; ++i) {
+      const int r = i * kStoreRows + lane / kChunks, c = lane % kChunks;
+      if (r < out_rows)  // rows past the sequence are not stored
+        *reinterpret_cast<uint4*>(out_w + static_cast<int64_t>(r) * num_q_heads * D + c * 8) =
+            *reinterpret_cast<const uint4*>(s_o + r * kStride + c * 8);
     }
   }
 }
 
 }  // namespace lmd
 
-#define LMD_PREFILL_KERNEL_X(T, SUFFIX, D, WARPS, NAME)                                         \
-  extern "C" __global__ void __launch_bounds__(WARPS * 32)                                       \
+// 4 warps x 32 rows, 2 CTAs (8 warps) per SM: up to 255 registers a thread.
+#define LMD_PREFILL_KERNEL_X(T, SUFFIX, D, WARPS, M_TILES, TILE_N, NAME)                         \
+  extern "C" __global__ void __launch_bounds__(WARPS * 32, 2)                                    \
       NAME(T* out, const T* q, const T* k_cache, const T* v_cache, const int* cu_seqlens_q,     \
            const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,      \
            int64_t q_stride_h, int num_q_heads, int num_kv_heads, int block_size,               \
            int block_shift, float scale_log2) {                                                 \
-    lmd::paged_prefill<T, D, WARPS>(out, q, k_cache, v_cache, cu_seqlens_q, kv_lens,            \
-                                    block_tables, bt_stride, q_stride_t, q_stride_h,            \
-                                    num_q_heads, num_kv_heads, block_size, block_shift,         \
-                                    scale_log2);                                                \
+    lmd::paged_prefill<T, D, WARPS, M_TILES, TILE_N>(                                           \
+        out, q, k_cache, v_cache, cu_seqlens_q, kv_lens, block_tables, bt_stride, q_stride_t,   \
+        q_stride_h, num_q_heads, num_kv_heads, block_size, block_shift, scale_log2);            \
   }
 
-// Measured on H100 (causal, L = 1k..8k): 8 warps (128-row tiles, each K/V tile shared by
-// more rows) pay off at D = 128 (+15-20%), 4 warps are faster at D = 64.
+// Tiles follow FlashAttention-2's sm80 forward config (128 x 64 at D = 128, 128 x 128 at
+// D = 64, 4 warps), not yet measured here against SDPA's flash backend on H100. A
+// candidate to measure at D = 64: TILE_N = 64 (about 190 registers instead of ~255).
+// Keep PREFILL_TILES in native/paged_attention.py in step (grid, block, dynamic smem).
 #define LMD_PREFILL_KERNEL(T, SUFFIX, D) \
-  LMD_PREFILL_KERNEL_X(T, SUFFIX, D, (D == 128 ? 8 : 4), paged_prefill_##SUFFIX##_d##D)
+  LMD_PREFILL_KERNEL_X(T, SUFFIX, D, 4, 2, (D == 128 ? 64 : 128), paged_prefill_##SUFFIX##_d##D)
 
 LMD_PREFILL_KERNEL(__half, f16, 64)
 LMD_PREFILL_KERNEL(__half, f16, 128)
 LMD_PREFILL_KERNEL(__nv_bfloat16, bf16, 64)
 LMD_PREFILL_KERNEL(__nv_bfloat16, bf16, 128)
-

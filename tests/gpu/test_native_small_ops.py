@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from lmdeploy_sdk import native, ops
+from lmdeploy_sdk.native import driver
 from lmdeploy_sdk.ops import reference
 from native_attention_cases import poison_allocator
 
@@ -72,6 +73,34 @@ def test_apply_rope_on_qkv_views(dtype, head_dim, hq, hkv):
     q_ref, k_ref = reference.apply_rope(q, k, positions, cos_sin)
     _close(q_out, q_ref, dtype)
     _close(k_out, k_ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim, hq, hkv, block_size", [(128, 32, 8, 64), (64, 8, 8, 16), (128, 28, 4, 24)])
+def test_rope_store_kv_equals_rope_then_store(dtype, head_dim, hq, hkv, block_size):
+    tokens, num_blocks = 37, 5
+    qkv = _randn(tokens, (hq + 2 * hkv) * head_dim, dtype=dtype, seed=14)
+    q, k, v = qkv.split([hq * head_dim, hkv * head_dim, hkv * head_dim], dim=-1)
+    q, k, v = q.view(tokens, hq, head_dim), k.view(tokens, hkv, head_dim), v.view(tokens, hkv, head_dim)
+    positions = torch.randint(0, 4096, (tokens,), device="cuda")
+    slots = torch.randperm(num_blocks * block_size, device="cuda")[:tokens]
+    slots[3] = -1  # a padding row: q is still rotated, nothing is stored
+    cos_sin = _cos_sin(4096, head_dim)
+    caches = [_randn(num_blocks, block_size, hkv, head_dim, dtype=dtype, seed=s) for s in (15, 16)]
+    ref_caches = [c.clone() for c in caches]
+    poison_allocator()
+    calls = []
+    real_launch = driver.launch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "launch", lambda *a, **kw: (calls.append(a[2]), real_launch(*a, **kw)))
+        q_out = ops.rope_store_kv(q, k, v, positions, cos_sin, *caches, slots)
+    assert calls == [f"rope_store_kv_{driver.dtype_suffix(dtype)}"]  # one fused launch
+    q_rot, k_rot = reference.apply_rope(q, k, positions, cos_sin)
+    keep = slots >= 0
+    reference.store_kv(k_rot[keep], v[keep], *ref_caches, slots[keep])
+    torch.testing.assert_close(q_out, q_rot, rtol=0, atol=0)  # the same rounding as the reference
+    torch.testing.assert_close(caches[0], ref_caches[0], rtol=0, atol=0)
+    torch.testing.assert_close(caches[1], ref_caches[1], rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -13,7 +13,7 @@ import re
 import pytest
 import torch
 
-from lmdeploy_sdk.native import activation, build, driver, kv_cache, norm, rope
+from lmdeploy_sdk.native import activation, build, driver, gemv, kv_cache, norm, rope
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
@@ -79,8 +79,11 @@ def test_small_op_launches(recorder, dtype, sfx):
     activation.silu_and_mul(torch.randn(3, 2 * 1376, dtype=dtype))
     kv_cache.store_kv(k, k, torch.zeros(4, 16, 2, 128, dtype=dtype), torch.zeros(4, 16, 2, 128, dtype=dtype),
                       torch.tensor([1, 2, 3]))
+    rope.rope_store_kv(q, k, k, torch.tensor([0, 5, 9]), torch.randn(16, 128),
+                       torch.zeros(4, 16, 2, 128, dtype=dtype), torch.zeros(4, 16, 2, 128, dtype=dtype),
+                       torch.tensor([1, 2, 3]))
     assert recorder.kernels == [f"rms_norm_{sfx}", f"rms_norm_{sfx}", f"apply_rope_{sfx}",
-                                f"silu_and_mul_{sfx}", f"store_kv_{sfx}"]
+                                f"silu_and_mul_{sfx}", f"store_kv_{sfx}", f"rope_store_kv_{sfx}"]
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
@@ -99,3 +102,19 @@ def test_attention_launches(recorder, head_dim, hq, hkv, variant):
         f"paged_decode_reduce_{d}",
         f"paged_prefill_{d}",
     ]
+
+
+@pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
+def test_gemv_launches(recorder, monkeypatch, dtype, sfx):
+    monkeypatch.setattr(gemv, "_smem_limit", lambda device: gemv.DEFAULT_SMEM_LIMIT)
+    monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem, max_per_sm=None: 4 * 132)
+    w, b = torch.randn(100, 64, dtype=dtype), torch.randn(100, dtype=dtype)
+    norm_w = torch.randn(64, dtype=dtype)
+    for m in range(1, gemv.MAX_ROWS + 1):
+        gemv.linear(torch.randn(m, 64, dtype=dtype), w, b)
+        gemv.silu_mul_linear(torch.randn(m, 1, 128, dtype=dtype), w)
+        x = torch.randn(m, 64, dtype=dtype)
+        gemv.rms_norm_linear(x, None, norm_w, 1e-5, w, b)
+        gemv.rms_norm_linear(x, x.clone(), norm_w, 1e-5, w)
+    kinds = ("gemv", "silu_mul_gemv", "rms_norm_gemv", "rms_norm_gemv")
+    assert recorder.kernels == [f"{kind}_{sfx}_m{m}" for m in range(1, gemv.MAX_ROWS + 1) for kind in kinds]

@@ -1,0 +1,178 @@
+"""Decode-time linears (1-2 rows) on `gemv.ptx`, and SiLU-and-mul fused into the down projection.
+
+At batch 1-2 a decode step reads every weight once and does almost no arithmetic on
+it, so nn.Linear is bound by HBM bandwidth. The kernel streams W with 16-byte loads and
+nothing else competing (x sits in shared memory), one warp per output row, which gets
+closer to the memory's read rate than cuBLAS's general GEMM at these shapes.
+silu_mul_linear also drops the silu_and_mul launch (and its round trip through memory)
+in front of the down projection. Other shapes (more rows, fp32, a non-contiguous or
+unaligned weight, K % 8 != 0, x too large for shared memory) go to torch.
+"""
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from lmdeploy_sdk.native import activation, driver, norm
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, contiguous_aligned
+from lmdeploy_sdk.ops import reference
+
+MODULE = "gemv"
+# kernels gemv_<dtype>_m1, _m2: at 4 rows cuBLAS was faster (H200, bench_kernels --only gemv)
+MAX_ROWS = 2
+WARPS = 8  # output rows a CTA works on at once (kGemvWarps in the .cu)
+THREADS = 32 * WARPS
+# silu_mul_gemv: at most this many CTAs per SM (each recomputes the activation it needs,
+# which at 4 per SM cost more than the separate kernel; 2 keep the loads HBM needs in flight).
+SILU_CTAS_PER_SM = 2
+# Shared memory for x when the device does not report its opt-in limit: every sm_80+ GPU
+# allows at least 99 KiB a block (sm_86/89; sm_80 163 KiB, sm_90 227 KiB).
+DEFAULT_SMEM_LIMIT = 96 * 1024
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@functools.cache
+def _device_limits(device_index: int) -> tuple[int, int]:
+    """(opt-in shared memory bytes per block, multiprocessor count) of one GPU."""
+    props = torch.cuda.get_device_properties(device_index)
+    smem = int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SMEM_LIMIT)
+    return smem, props.multi_processor_count
+
+
+def _smem_limit(device: torch.device) -> int:
+    return _device_limits(_device_index(device))[0]
+
+
+def _resident_ctas(device: torch.device, kernel: str, shared_mem: int, max_per_sm: int | None = None) -> int:
+    """CTAs of `kernel` the whole GPU holds at once (registers and shared memory permitting)."""
+    index = _device_index(device)
+    per_sm = driver.device_kernels(index).max_active_blocks(MODULE, kernel, THREADS, shared_mem)
+    return max(1, min(per_sm, max_per_sm or per_sm)) * _device_limits(index)[1]
+
+
+def num_ctas(n: int, resident: int) -> int:
+    """Grid size for n output rows: the fewest rounds of rows over `resident` CTAs, and
+    then the fewest CTAs that cover n rows in that many rounds, so that every warp gets
+    the same number of rows (+-1) instead of a last, mostly idle round."""
+    groups = math.ceil(n / WARPS)  # one row per warp per round
+    rounds = math.ceil(groups / resident)
+    return math.ceil(groups / rounds)
+
+
+def _served(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, k: int) -> bool:
+    """Whether the kernel covers x [..., K or 2K] @ weight [N, K]^T (+ bias [N])."""
+    if x.dtype not in SUPPORTED_DTYPES or x.dim() == 0 or x.shape[-1] == 0 or weight.dim() != 2:
+        return False
+    rows = x.numel() // x.shape[-1]
+    return (
+        weight.dtype == x.dtype
+        and weight.device == x.device
+        and weight.shape[0] >= 1
+        and weight.shape[1] == k
+        and k % 8 == 0
+        and 1 <= rows <= MAX_ROWS
+        # never copy the weight: that would cost more than the GEMV itself
+        and weight.is_contiguous()
+        and weight.data_ptr() % 16 == 0
+        and (
+            bias is None
+            or (bias.dtype == x.dtype and bias.device == x.device and bias.shape == (weight.shape[0],))
+        )
+        and rows * k * x.element_size() <= _smem_limit(x.device)
+    )
+
+
+def _launch(
+    kind: str,
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    norm_args: tuple[driver.KernelArg, ...] = (),
+    max_ctas_per_sm: int | None = None,
+) -> torch.Tensor:
+    # x: [..., K] (gemv, rms_norm_gemv) or [..., 2K] (silu_mul_gemv); weight: [N, K] -> [..., N]
+    # norm_args: (sum_out, residual, norm weight, eps) of rms_norm_gemv, between out and x
+    n, k = weight.shape
+    rows = x.numel() // x.shape[-1]
+    x2 = as_vec8(x.reshape(rows, x.shape[-1]))  # [M, K or 2K], rows x2.stride(0) apart
+    bias = None if bias is None else bias.contiguous()
+    out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)  # [M, N] in memory
+    kernel = f"{kind}_{driver.dtype_suffix(x.dtype)}_m{rows}"
+    shared_mem = rows * k * x.element_size()  # x (or the activation) as T
+    resident = _resident_ctas(x.device, kernel, shared_mem, max_ctas_per_sm)
+    args = (
+        driver.ptr(out),
+        *norm_args[:1],
+        driver.ptr(x2),
+        *norm_args[1:],
+        driver.ptr(weight),
+        driver.ptr(bias),
+        driver.i32(n),
+        driver.i32(k),
+        driver.i64(x2.stride(0)),
+    )
+    grid = num_ctas(n, resident)
+    driver.launch(x.device, MODULE, kernel, grid=(grid,), block=(THREADS,), args=args, shared_mem=shared_mem)
+    return out
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear for 1..MAX_ROWS rows (fp32 accumulation, one rounding); torch otherwise."""
+    # x: [..., K]; weight: [N, K]; bias: [N] or None -> [..., N]
+    if not _served(x, weight, bias, x.shape[-1] if x.dim() else -1):
+        return reference.linear(x, weight, bias)
+    return _launch("gemv", x, weight, bias)
+
+
+def silu_mul_linear(
+    gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """linear(silu_and_mul(gate_up)) in one launch; bit-identical to the two ops on our kernels."""
+    # gate_up: [..., 2K] (gate | up); weight: [N, K]; bias: [N] or None -> [..., N]
+    k = weight.shape[-1] if weight.dim() == 2 else -1
+    if gate_up.dim() == 0 or gate_up.shape[-1] != 2 * k or not _served(gate_up, weight, bias, k):
+        # the unfused pair: our activation kernel (itself falling back where it must), then torch
+        return reference.linear(activation.silu_and_mul(gate_up), weight, bias)
+    # Every CTA computes the whole activation: fewer CTAs (more rows each) repeat it less.
+    return _launch("silu_mul_gemv", gate_up, weight, bias, max_ctas_per_sm=SILU_CTAS_PER_SM)
+
+
+def rms_norm_linear(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(linear(rms_norm(x + residual)), x + residual) in one launch; bit-identical to the
+    norm kernel followed by the GEMV when K >= 1800 (both then reduce over 256 threads)."""
+    # x, residual: [..., K]; norm_weight: [K]; weight: [N, K] -> ([..., N], [..., K])
+    k = x.shape[-1] if x.dim() else -1
+    served = (
+        _served(x, weight, bias, k)
+        and norm_weight.dtype == x.dtype
+        and norm_weight.shape == (k,)
+        and norm_weight.device == x.device
+        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
+    )
+    if not served:
+        if residual is None:
+            return linear(norm.rms_norm(x, norm_weight, eps), weight, bias), x
+        normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
+        return linear(normed, weight, bias), summed
+    x = contiguous_aligned(x)
+    residual = None if residual is None else contiguous_aligned(residual)
+    summed = x if residual is None else torch.empty_like(x)
+    norm_args = (
+        driver.ptr(None if residual is None else summed),
+        driver.ptr(residual),
+        driver.ptr(contiguous_aligned(norm_weight)),
+        driver.f32(eps),
+    )
+    return _launch("rms_norm_gemv", x, weight, bias, norm_args), summed

@@ -1,0 +1,272 @@
+// GEMV for a few rows: out[m, n] = sum_k x[m, k] * W[n, k] (+ bias[n]), m < M <= 2.
+// Batch-1..2 decode is bound by reading W once, so everything serves the W stream:
+//  - x (M x K, as T) is staged once per CTA in dynamic shared memory;
+//  - each warp owns one output row n at a time and streams W[n, :] with 16-byte
+//    non-coherent loads that skip L1; lane l reads vector (base + 32 u + l), so each
+//    warp instruction covers 512 contiguous bytes, and kGemvUnroll loads per lane are
+//    in flight before any is used;
+//  - the first chunk of a warp's next row is loaded before the warp-shuffle reduction
+//    of the current one (and the very first before x is staged), so HBM never waits
+//    on the reduction or on the staging;
+//  - the grid is sized by the host to whole rounds of rows over the resident CTAs
+//    (warp w of CTA b takes rows b * 8 + w, then + gridDim.x * 8, ...).
+// Accumulation is fp32 per row in a fixed order that does not depend on the grid, so a
+// row's result is the same whichever CTA computes it; one rounding to T at the end,
+// after the bias is added.
+// silu_mul_gemv computes x = silu(gate) * up from gate_up = [gate | up] while staging,
+// with silu_and_mul's own helper (lmd::silu_mul) and rounding, then runs the same GEMV:
+// it equals silu_and_mul followed by gemv bit for bit.
+#include "common.cuh"
+
+namespace lmd {
+
+constexpr int kGemvWarps = 8;                  // rows in flight per CTA (one per warp)
+constexpr int kGemvThreads = kGemvWarps * 32;  // 256
+constexpr int kGemvUnroll = 8;                 // 16-byte W loads in flight per lane
+constexpr int kGemvChunk = 32 * kGemvUnroll;   // vectors of a row one warp loads at once
+// Resident CTAs per SM the register budget is sized for (65536 / (256 * CTAs) registers a
+// thread): 4 (64), the most that does not spill at M <= 2; 4 CTAs keep 32 warps * 32
+// lanes * 8 * 16 bytes = 128 KiB of loads in flight per SM, several times what HBM needs.
+constexpr int gemv_min_ctas(int m) { return m <= 2 ? 4 : 2; }
+
+// 16-byte load of read-only data that is used once: no L1 allocation. Not volatile, so
+// the compiler may schedule it freely (W is never written while the kernel runs).
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
+// Vectors [base, base + kGemvChunk) of one W row into w. kFull: all of them lie in the
+// row (the common case, no bounds checks); else lanes past the row get zeros.
+template <bool kFull>
+__device__ __forceinline__ void load_w_chunk(uint4 (&w)[kGemvUnroll], const uint4* row, int base,
+                                             int kv, int lane) {
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int v = base + u * 32 + lane;
+    w[u] = kFull || v < kv ? load_stream(row + v) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+__device__ __forceinline__ void load_w_chunk(uint4 (&w)[kGemvUnroll], const uint4* row, int base,
+                                             int kv, int lane) {
+  if (base + kGemvChunk <= kv) {  // warp-uniform
+    load_w_chunk<true>(w, row, base, kv, lane);
+  } else {
+    load_w_chunk<false>(w, row, base, kv, lane);
+  }
+}
+
+// acc[m] += dot(W chunk, x[m] chunk), x[m] read from shared memory (one 16-byte load each).
+template <typename T, int M, bool kFull>
+__device__ __forceinline__ void dot_chunk(float (&acc)[M], const uint4 (&w)[kGemvUnroll],
+                                          const uint4* xs, int base, int kv, int lane) {
+#pragma unroll
+  for (int u = 0; u < kGemvUnroll; ++u) {
+    const int v = base + u * 32 + lane;
+    if (kFull || v < kv) {
+      float wf[8];
+      unpack8<T>(w[u], wf);
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const uint4 xr = xs[m * kv + v];
+        float xf[8];
+        unpack8<T>(xr, xf);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) acc[m] = fmaf(wf[i], xf[i], acc[m]);
+      }
+    }
+  }
+}
+
+template <typename T, int M>
+__device__ __forceinline__ void dot_chunk(float (&acc)[M], const uint4 (&w)[kGemvUnroll],
+                                          const uint4* xs, int base, int kv, int lane) {
+  if (base + kGemvChunk <= kv) {  // warp-uniform
+    dot_chunk<T, M, true>(acc, w, xs, base, kv, lane);
+  } else {
+    dot_chunk<T, M, false>(acc, w, xs, base, kv, lane);
+  }
+}
+
+// How a CTA fills the shared-memory x it multiplies W with.
+enum class Stage {
+  kCopy,     // x as given
+  kSiluMul,  // silu(gate) * up of gate_up = [gate | up], rounded as silu_and_mul rounds it
+  kRmsNorm,  // rms_norm(x) * norm_w, or rms_norm(x + residual) * norm_w, rounded as norm.cu
+};
+
+// RMSNorm of M rows while staging them, with norm.cu's arithmetic: (x + residual) rounded
+// to T, fp32 sum of squares in the same thread/warp/block order (at 256 threads), x *
+// rsqrt rounded to T, times the weight. Every CTA normalises the rows itself (they are
+// a few KB, read from L2); CTA 0 also writes x + residual to sum_out.
+template <typename T, int M>
+__device__ __forceinline__ void stage_rms_norm(uint4* xs, const T* __restrict__ x,
+                                               const T* __restrict__ residual,
+                                               T* __restrict__ sum_out,
+                                               const T* __restrict__ norm_w, int kv,
+                                               int64_t x_stride, float eps) {
+  __shared__ float partials[M][kGemvWarps];
+  float sumsq[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    sumsq[m] = 0.f;
+    const uint4* src = reinterpret_cast<const uint4*>(x + m * x_stride);
+    const uint4* res = reinterpret_cast<const uint4*>(residual + m * static_cast<int64_t>(kv) * 8);
+    uint4* sum = reinterpret_cast<uint4*>(sum_out + m * static_cast<int64_t>(kv) * 8);
+#pragma unroll 1
+    for (int c = threadIdx.x; c < kv; c += kGemvThreads) {
+      float v[8];
+      unpack8<T>(src[c], v);
+      if (residual != nullptr) {
+        float r[8];
+        unpack8<T>(res[c], r);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) v[i] = round_to<T>(v[i] + r[i]);
+        const uint4 packed = pack8<T>(v);
+        if (blockIdx.x == 0) sum[c] = packed;
+        xs[m * kv + c] = packed;
+      } else {
+        xs[m * kv + c] = src[c];
+      }
+#pragma unroll
+      for (int i = 0; i < 8; ++i) sumsq[m] += v[i] * v[i];
+    }
+  }
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float s = warp_sum(sumsq[m]);
+    if (lane == 0) partials[m][warp] = s;
+  }
+  __syncthreads();
+  const float hidden = static_cast<float>(kv * 8);
+  const uint4* wv = reinterpret_cast<const uint4*>(norm_w);
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const float total = warp_sum(lane < kGemvWarps ? partials[m][lane] : 0.f);
+    const float inv_rms = rsqrtf(total / hidden + eps);
+#pragma unroll 1
+    for (int c = threadIdx.x; c < kv; c += kGemvThreads) {
+      float v[8], w[8], o[8];
+      unpack8<T>(xs[m * kv + c], v);
+      unpack8<T>(wv[c], w);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) o[i] = w[i] * round_to<T>(v[i] * inv_rms);
+      xs[m * kv + c] = pack8<T>(o);
+    }
+  }
+}
+
+// xs[m * kv + c] <- x[m, 8c .. 8c + 8) (or silu(gate) * up of gate_up row m).
+template <typename T, int M, Stage kStage>
+__device__ __forceinline__ void stage_x(uint4* xs, const T* __restrict__ x, int kv,
+                                        int64_t x_stride) {
+  constexpr bool kSilu = kStage == Stage::kSiluMul;
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const uint4* src = reinterpret_cast<const uint4*>(x + m * x_stride);
+    // The prefetched W chunk (32 registers) is live across this loop: unrolling the
+    // silu body would spill at 64 registers.
+#pragma unroll(kSilu ? 1 : 4)
+    for (int c = threadIdx.x; c < kv; c += kGemvThreads) {
+      if constexpr (kSilu) {
+        float g[8], u[8], o[8];
+        unpack8<T>(src[c], g);
+        unpack8<T>(src[kv + c], u);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) o[i] = silu_mul<T>(g[i], u[i]);
+        xs[m * kv + c] = pack8<T>(o);
+      } else {
+        xs[m * kv + c] = src[c];
+      }
+    }
+  }
+}
+
+// Inputs of the kRmsNorm stage (unused otherwise).
+template <typename T>
+struct NormArgs {
+  const T* residual;  // [M, K] contiguous, or null (plain rms_norm)
+  T* sum_out;         // [M, K]: x + residual (written by CTA 0; unused without residual)
+  const T* weight;    // [K]
+  float eps;
+};
+
+template <typename T, int M, Stage kStage>
+__device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ x,
+                                     const T* __restrict__ w, const T* __restrict__ bias, int n,
+                                     int k, int64_t x_stride, NormArgs<T> norm = {}) {
+  // x: [M, K] rows x_stride apart (silu: gate_up [M, 2K]); w: [N, K]; bias: [N] or null;
+  // out: [M, N]. Shared memory: M * K elements of T.
+  extern __shared__ uint4 xs[];  // [M][K / 8]
+  const int kv = k / 8;
+  const int lane = threadIdx.x % 32;
+  const int row_step = gridDim.x * kGemvWarps;
+  const uint4* wv = reinterpret_cast<const uint4*>(w);
+  int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+
+  uint4 wbuf[kGemvUnroll];  // invariant at the top of the row loop: chunk 0 of `row`
+  if (row < n) load_w_chunk(wbuf, wv + static_cast<size_t>(row) * kv, 0, kv, lane);
+  if constexpr (kStage == Stage::kRmsNorm) {
+    stage_rms_norm<T, M>(xs, x, norm.residual, norm.sum_out, norm.weight, kv, x_stride, norm.eps);
+  } else {
+    stage_x<T, M, kStage>(xs, x, kv, x_stride);
+  }
+  __syncthreads();
+
+  for (; row < n; row += row_step) {
+    const uint4* wrow = wv + static_cast<size_t>(row) * kv;
+    float acc[M];
+#pragma unroll
+    for (int m = 0; m < M; ++m) acc[m] = 0.f;
+    for (int base = 0;;) {
+      dot_chunk<T, M>(acc, wbuf, xs, base, kv, lane);
+      base += kGemvChunk;
+      if (base >= kv) break;
+      load_w_chunk(wbuf, wrow, base, kv, lane);
+    }
+    const int next = row + row_step;
+    if (next < n) load_w_chunk(wbuf, wv + static_cast<size_t>(next) * kv, 0, kv, lane);
+    const float b = bias != nullptr ? to_float<T>(bias[row]) : 0.f;
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const float s = warp_sum(acc[m]);  // identical in every lane (xor butterfly)
+      if (lane == m) out[static_cast<size_t>(m) * n + row] = from_float<T>(s + b);
+    }
+  }
+}
+
+}  // namespace lmd
+
+// K % 8 == 0; x, w, out 16-byte aligned, x_stride % 8 == 0; block 256 threads; dynamic
+// shared memory M * K * sizeof(T); any grid >= 1 (the host picks whole rounds of rows).
+#define LMD_GEMV_KERNEL(T, SUFFIX, M)                                                          \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
+      gemv_##SUFFIX##_m##M(T* out, const T* x, const T* w, const T* bias, int n, int k,       \
+                           int64_t x_stride) {                                                 \
+    lmd::gemv<T, M, lmd::Stage::kCopy>(out, x, w, bias, n, k, x_stride);                                   \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
+      silu_mul_gemv_##SUFFIX##_m##M(T* out, const T* gate_up, const T* w, const T* bias,      \
+                                    int n, int k, int64_t x_stride) {                          \
+    lmd::gemv<T, M, lmd::Stage::kSiluMul>(out, gate_up, w, bias, n, k, x_stride);              \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
+      rms_norm_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,         \
+                                    const T* norm_w, float eps, const T* w, const T* bias,     \
+                                    int n, int k, int64_t x_stride) {                          \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm>(out, x, w, bias, n, k, x_stride,                     \
+                                          {residual, sum_out, norm_w, eps});                   \
+  }
+
+// More rows lose to cuBLAS (at 4 rows: 0.6-0.9x on an H200), so only M = 1, 2 are built.
+#define LMD_GEMV_ROWS(T, SUFFIX) \
+  LMD_GEMV_KERNEL(T, SUFFIX, 1)  \
+  LMD_GEMV_KERNEL(T, SUFFIX, 2)
+
+LMD_GEMV_ROWS(__half, f16)
+LMD_GEMV_ROWS(__nv_bfloat16, bf16)
