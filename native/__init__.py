@@ -28,8 +28,8 @@ OP_NAMES = (
     "rope_store_kv",
     "paged_attention",
     "linear",
-    "silu_mul_linear",
     "rms_norm_linear",
+    "rms_norm_gated_linear",
 )
 PTX_MODULES = (
     "activation",
@@ -70,8 +70,8 @@ def _op_table() -> dict[str, Callable]:
         "rope_store_kv": rope.rope_store_kv,
         "paged_attention": paged_attention.paged_attention,
         "linear": gemv.linear,
-        "silu_mul_linear": gemv.silu_mul_linear,
         "rms_norm_linear": gemv.rms_norm_linear,
+        "rms_norm_gated_linear": gemv.rms_norm_gated_linear,
     }
 
 

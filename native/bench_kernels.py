@@ -159,15 +159,15 @@ def bench_gemv(rows: int, copy_gbs: float, dtype: torch.dtype = torch.bfloat16) 
         w_bytes = weights[0].numel() * weights[0].element_size()
         x = torch.randn((rows, k), device="cuda", dtype=dtype)
         cases = [(name, x, gemv.linear, F.linear, gemv._served(x, weights[0], None, k))]
-        if name == "down":  # the fused activation against silu_and_mul + cuBLAS
-            gate_up = torch.randn((rows, 2 * k), device="cuda", dtype=dtype)
+        if name == "gate_up":  # norm, projection and activation in one kernel vs the three
+            norm_w = torch.ones(k, device="cuda", dtype=dtype)
             cases.append(
                 (
-                    "down+silu",
-                    gate_up,
-                    gemv.silu_mul_linear,
-                    lambda a, w: F.linear(ops.silu_and_mul(a), w),
-                    gemv._served(gate_up, weights[0], None, k),
+                    "norm+gate_up+silu",
+                    x,
+                    lambda a, w: gemv.rms_norm_gated_linear(a, a, norm_w, 1e-5, w)[0],
+                    lambda a, w: ops.silu_and_mul(F.linear(ops.add_rms_norm(a, a, norm_w, 1e-5)[0], w)),
+                    gemv._served(x, weights[0], None, k),
                 )
             )
         for label, inp, ours, theirs, served in cases:

@@ -1,12 +1,15 @@
-"""Decode-time linears (1-2 rows) on `gemv.ptx`, and SiLU-and-mul fused into the down projection.
+"""Decode-time linears (1-2 rows) on `gemv.ptx`, with the pre-norm and the MLP's
+SiLU-and-mul folded in.
 
 At batch 1-2 a decode step reads every weight once and does almost no arithmetic on
 it, so nn.Linear is bound by HBM bandwidth. The kernel streams W with 16-byte loads and
 nothing else competing (x sits in shared memory), one warp per output row, which gets
-closer to the memory's read rate than cuBLAS's general GEMM at these shapes.
-silu_mul_linear also drops the silu_and_mul launch (and its round trip through memory)
-in front of the down projection. Other shapes (more rows, fp32, a non-contiguous or
-unaligned weight, K % 8 != 0, x too large for shared memory) go to torch.
+closer to the memory's read rate than cuBLAS's general GEMM at these shapes. At that
+size the small kernels between the GEMVs cost as much as their launches, so
+rms_norm_linear normalises x while staging it (no norm launch) and
+rms_norm_gated_linear also writes silu(gate) * up (no activation launch). Other
+shapes (more rows, fp32, a non-contiguous or unaligned weight, K % 8 != 0, x too large
+for shared memory) run the unfused ops, with torch for the matrix product.
 """
 from __future__ import annotations
 
@@ -24,9 +27,6 @@ MODULE = "gemv"
 MAX_ROWS = 2
 WARPS = 8  # output rows a CTA works on at once (kGemvWarps in the .cu)
 THREADS = 32 * WARPS
-# silu_mul_gemv: at most this many CTAs per SM (each recomputes the activation it needs,
-# which at 4 per SM cost more than the separate kernel; 2 keep the loads HBM needs in flight).
-SILU_CTAS_PER_SM = 2
 # Shared memory for x when the device does not report its opt-in limit: every sm_80+ GPU
 # allows at least 99 KiB a block (sm_86/89; sm_80 163 KiB, sm_90 227 KiB).
 DEFAULT_SMEM_LIMIT = 96 * 1024
@@ -48,11 +48,11 @@ def _smem_limit(device: torch.device) -> int:
     return _device_limits(_device_index(device))[0]
 
 
-def _resident_ctas(device: torch.device, kernel: str, shared_mem: int, max_per_sm: int | None = None) -> int:
+def _resident_ctas(device: torch.device, kernel: str, shared_mem: int) -> int:
     """CTAs of `kernel` the whole GPU holds at once (registers and shared memory permitting)."""
     index = _device_index(device)
     per_sm = driver.device_kernels(index).max_active_blocks(MODULE, kernel, THREADS, shared_mem)
-    return max(1, min(per_sm, max_per_sm or per_sm)) * _device_limits(index)[1]
+    return max(1, per_sm) * _device_limits(index)[1]
 
 
 def num_ctas(n: int, resident: int) -> int:
@@ -93,18 +93,19 @@ def _launch(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     norm_args: tuple[driver.KernelArg, ...] = (),
-    max_ctas_per_sm: int | None = None,
 ) -> torch.Tensor:
-    # x: [..., K] (gemv, rms_norm_gemv) or [..., 2K] (silu_mul_gemv); weight: [N, K] -> [..., N]
-    # norm_args: (sum_out, residual, norm weight, eps) of rms_norm_gemv, between out and x
+    # x: [..., K]; weight: [N, K] -> [..., N] (rms_norm_gated_gemv: [2N, K] -> [..., N])
+    # norm_args: (sum_out, residual, norm weight, eps) of the rms_norm kernels, around x
     n, k = weight.shape
+    if kind == "rms_norm_gated_gemv":
+        n //= 2
     rows = x.numel() // x.shape[-1]
     x2 = as_vec8(x.reshape(rows, x.shape[-1]))  # [M, K or 2K], rows x2.stride(0) apart
     bias = None if bias is None else bias.contiguous()
     out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)  # [M, N] in memory
     kernel = f"{kind}_{driver.dtype_suffix(x.dtype)}_m{rows}"
-    shared_mem = rows * k * x.element_size()  # x (or the activation) as T
-    resident = _resident_ctas(x.device, kernel, shared_mem, max_ctas_per_sm)
+    shared_mem = rows * k * x.element_size()  # x as T
+    resident = _resident_ctas(x.device, kernel, shared_mem)
     args = (
         driver.ptr(out),
         *norm_args[:1],
@@ -129,19 +130,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _launch("gemv", x, weight, bias)
 
 
-def silu_mul_linear(
-    gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """linear(silu_and_mul(gate_up)) in one launch; bit-identical to the two ops on our kernels."""
-    # gate_up: [..., 2K] (gate | up); weight: [N, K]; bias: [N] or None -> [..., N]
-    k = weight.shape[-1] if weight.dim() == 2 else -1
-    if gate_up.dim() == 0 or gate_up.shape[-1] != 2 * k or not _served(gate_up, weight, bias, k):
-        # the unfused pair: our activation kernel (itself falling back where it must), then torch
-        return reference.linear(activation.silu_and_mul(gate_up), weight, bias)
-    # Every CTA computes the whole activation: fewer CTAs (more rows each) repeat it less.
-    return _launch("silu_mul_gemv", gate_up, weight, bias, max_ctas_per_sm=SILU_CTAS_PER_SM)
-
-
 def rms_norm_linear(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -153,6 +141,34 @@ def rms_norm_linear(
     """(linear(rms_norm(x + residual)), x + residual) in one launch; bit-identical to the
     norm kernel followed by the GEMV when K >= 1800 (both then reduce over 256 threads)."""
     # x, residual: [..., K]; norm_weight: [K]; weight: [N, K] -> ([..., N], [..., K])
+    return _norm_linear("rms_norm_gemv", x, residual, norm_weight, eps, weight, bias)
+
+
+def rms_norm_gated_linear(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    gate_up_weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(silu_and_mul(linear(rms_norm(x + residual))), x + residual) in one launch, as
+    bit-identical to the unfused kernels as rms_norm_linear."""
+    # x, residual: [..., K]; gate_up_weight: [2I, K] (gate | up) -> ([..., I], [..., K])
+    if gate_up_weight.dim() != 2 or gate_up_weight.shape[0] % 2:
+        raise ValueError(f"gate_up_weight must be [2I, K], got shape {tuple(gate_up_weight.shape)}")
+    return _norm_linear("rms_norm_gated_gemv", x, residual, norm_weight, eps, gate_up_weight, bias)
+
+
+def _norm_linear(
+    kind: str,
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[-1] if x.dim() else -1
     served = (
         _served(x, weight, bias, k)
@@ -161,11 +177,13 @@ def rms_norm_linear(
         and norm_weight.device == x.device
         and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
     )
-    if not served:
+    if not served:  # the unfused kernels (each falling back where it must), torch's matmul
         if residual is None:
-            return linear(norm.rms_norm(x, norm_weight, eps), weight, bias), x
-        normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
-        return linear(normed, weight, bias), summed
+            normed, summed = norm.rms_norm(x, norm_weight, eps), x
+        else:
+            normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
+        out = reference.linear(normed, weight, bias)
+        return (activation.silu_and_mul(out) if kind == "rms_norm_gated_gemv" else out), summed
     x = contiguous_aligned(x)
     residual = None if residual is None else contiguous_aligned(residual)
     summed = x if residual is None else torch.empty_like(x)
@@ -175,4 +193,4 @@ def rms_norm_linear(
         driver.ptr(contiguous_aligned(norm_weight)),
         driver.f32(eps),
     )
-    return _launch("rms_norm_gemv", x, weight, bias, norm_args), summed
+    return _launch(kind, x, weight, bias, norm_args), summed

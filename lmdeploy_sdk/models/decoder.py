@@ -41,6 +41,12 @@ class RMSNorm(nn.Module):
         None (the first layer) stands for zeros, and x itself is returned as the sum."""
         return ops.rms_norm_linear(x, residual, self.weight, self.eps, proj.weight, proj.bias)
 
+    def into_gated(
+        self, gate_up_proj: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(silu(gate) * up of gate_up_proj(norm(x + residual)), x + residual), as `into`."""
+        return ops.rms_norm_gated_linear(x, residual, self.weight, self.eps, gate_up_proj.weight, gate_up_proj.bias)
+
 
 class Linear(nn.Linear):
     """nn.Linear through ops.linear, so small decode batches run our GEMV kernel."""
@@ -91,10 +97,10 @@ class MLP(nn.Module):
         self.gate_up_proj = Linear(cfg.hidden_size, 2 * i, bias=cfg.mlp_bias, dtype=dtype)
         self.down_proj = Linear(i, cfg.hidden_size, bias=cfg.mlp_bias, dtype=dtype)
 
-    def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
-        """The MLP after its gate/up projection (the layer fuses that with the norm before it)."""
-        # gate_up: [T, 2I] -> (silu(gate) * up: [T, I]) -> [T, hidden]
-        return ops.silu_mul_linear(gate_up, self.down_proj.weight, self.down_proj.bias)
+    def forward(self, act: torch.Tensor) -> torch.Tensor:
+        """The MLP after its activation (the layer fuses norm, gate/up and SiLU-and-mul)."""
+        # act = silu(gate) * up: [T, I] -> [T, hidden]
+        return self.down_proj(act)
 
 
 class DecoderLayer(nn.Module):
@@ -118,8 +124,8 @@ class DecoderLayer(nn.Module):
         # hidden, residual: [T, hidden]
         qkv, residual = self.input_layernorm.into(self.self_attn.qkv_proj, hidden, residual)
         x = self.self_attn(qkv, positions, kv_cache, meta, cos_sin)
-        gate_up, residual = self.post_attention_layernorm.into(self.mlp.gate_up_proj, x, residual)
-        return self.mlp(gate_up), residual
+        act, residual = self.post_attention_layernorm.into_gated(self.mlp.gate_up_proj, x, residual)
+        return self.mlp(act), residual
 
 
 class DecoderModel(nn.Module):

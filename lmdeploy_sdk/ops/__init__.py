@@ -23,8 +23,8 @@ __all__ = [
     "rope_store_kv",
     "paged_attention",
     "linear",
-    "silu_mul_linear",
     "rms_norm_linear",
+    "rms_norm_gated_linear",
 ]
 
 
@@ -77,11 +77,11 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return (fn or reference.linear)(x, weight, bias)
 
 
-def silu_mul_linear(gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    fn = _native("silu_mul_linear", gate_up)
-    return (fn or reference.silu_mul_linear)(gate_up, weight, bias)
-
-
 def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None) -> tuple[torch.Tensor, torch.Tensor]:
     fn = _native("rms_norm_linear", x) or reference.rms_norm_linear
     return fn(x, residual, norm_weight, eps, weight, bias)
+
+
+def rms_norm_gated_linear(x, residual, norm_weight, eps, gate_up_weight, bias=None) -> tuple[torch.Tensor, torch.Tensor]:
+    fn = _native("rms_norm_gated_linear", x) or reference.rms_norm_gated_linear
+    return fn(x, residual, norm_weight, eps, gate_up_weight, bias)

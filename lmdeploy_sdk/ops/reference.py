@@ -61,15 +61,6 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return F.linear(x, weight, bias)
 
 
-def silu_mul_linear(
-    gate_up: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """The gated MLP's down projection: linear(silu_and_mul(gate_up)), the activation
-    rounded to the dtype in between exactly as the two separate ops do."""
-    # gate_up: [..., 2K] (gate | up); weight: [N, K]; bias: [N] or None -> [..., N]
-    return linear(silu_and_mul(gate_up), weight, bias)
-
-
 def rms_norm_linear(
     x: torch.Tensor,
     residual: torch.Tensor | None,
@@ -85,6 +76,20 @@ def rms_norm_linear(
         return linear(rms_norm(x, norm_weight, eps), weight, bias), x
     normed, summed = add_rms_norm(x, residual, norm_weight, eps)
     return linear(normed, weight, bias), summed
+
+
+def rms_norm_gated_linear(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    gate_up_weight: torch.Tensor,
+    bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gated MLP up to its down projection: (silu_and_mul(rms_norm_linear(...)), x + residual)."""
+    # x, residual: [T, K]; gate_up_weight: [2I, K] (gate | up) -> ([T, I], [T, K])
+    gate_up, summed = rms_norm_linear(x, residual, norm_weight, eps, gate_up_weight, bias)
+    return silu_and_mul(gate_up), summed
 
 
 def store_kv(

@@ -13,9 +13,10 @@
 // Accumulation is fp32 per row in a fixed order that does not depend on the grid, so a
 // row's result is the same whichever CTA computes it; one rounding to T at the end,
 // after the bias is added.
-// silu_mul_gemv computes x = silu(gate) * up from gate_up = [gate | up] while staging,
-// with silu_and_mul's own helper (lmd::silu_mul) and rounding, then runs the same GEMV:
-// it equals silu_and_mul followed by gemv bit for bit.
+// rms_norm_gemv normalises x (after the residual add) while staging it, with norm.cu's
+// arithmetic; rms_norm_gated_gemv also pairs gate row r with up row N + r of a [gate | up]
+// weight in one warp and writes silu(gate) * up, so the MLP's activation costs no launch.
+// Both equal the unfused kernels bit for bit (norm: when K >= 1800, see stage_rms_norm).
 #include "common.cuh"
 
 namespace lmd {
@@ -28,6 +29,8 @@ constexpr int kGemvChunk = 32 * kGemvUnroll;   // vectors of a row one warp load
 // thread): 4 (64), the most that does not spill at M <= 2; 4 CTAs keep 32 warps * 32
 // lanes * 8 * 16 bytes = 128 KiB of loads in flight per SM, several times what HBM needs.
 constexpr int gemv_min_ctas(int m) { return m <= 2 ? 4 : 2; }
+// The gated GEMV keeps the gate sums live across the up row: 3 CTAs (80 registers) at M = 2.
+constexpr int gemv_gated_min_ctas(int m) { return m == 1 ? 4 : 3; }
 
 // 16-byte load of read-only data that is used once: no L1 allocation. Not volatile, so
 // the compiler may schedule it freely (W is never written while the kernel runs).
@@ -95,7 +98,6 @@ __device__ __forceinline__ void dot_chunk(float (&acc)[M], const uint4 (&w)[kGem
 // How a CTA fills the shared-memory x it multiplies W with.
 enum class Stage {
   kCopy,     // x as given
-  kSiluMul,  // silu(gate) * up of gate_up = [gate | up], rounded as silu_and_mul rounds it
   kRmsNorm,  // rms_norm(x) * norm_w, or rms_norm(x + residual) * norm_w, rounded as norm.cu
 };
 
@@ -161,29 +163,15 @@ __device__ __forceinline__ void stage_rms_norm(uint4* xs, const T* __restrict__ 
   }
 }
 
-// xs[m * kv + c] <- x[m, 8c .. 8c + 8) (or silu(gate) * up of gate_up row m).
-template <typename T, int M, Stage kStage>
+// xs[m * kv + c] <- x[m, 8c .. 8c + 8)
+template <typename T, int M>
 __device__ __forceinline__ void stage_x(uint4* xs, const T* __restrict__ x, int kv,
                                         int64_t x_stride) {
-  constexpr bool kSilu = kStage == Stage::kSiluMul;
 #pragma unroll
   for (int m = 0; m < M; ++m) {
     const uint4* src = reinterpret_cast<const uint4*>(x + m * x_stride);
-    // The prefetched W chunk (32 registers) is live across this loop: unrolling the
-    // silu body would spill at 64 registers.
-#pragma unroll(kSilu ? 1 : 4)
-    for (int c = threadIdx.x; c < kv; c += kGemvThreads) {
-      if constexpr (kSilu) {
-        float g[8], u[8], o[8];
-        unpack8<T>(src[c], g);
-        unpack8<T>(src[kv + c], u);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) o[i] = silu_mul<T>(g[i], u[i]);
-        xs[m * kv + c] = pack8<T>(o);
-      } else {
-        xs[m * kv + c] = src[c];
-      }
-    }
+#pragma unroll 4
+    for (int c = threadIdx.x; c < kv; c += kGemvThreads) xs[m * kv + c] = src[c];
   }
 }
 
@@ -196,46 +184,62 @@ struct NormArgs {
   float eps;
 };
 
-template <typename T, int M, Stage kStage>
+// kGated: W is a gate/up projection [2N, K] ([gate | up]); the warp that computes gate
+// row r also computes up row N + r and writes silu(gate) * up (each rounded to T first,
+// as the unfused GEMV output would be, then silu_and_mul's own formula): out is [M, N].
+template <typename T, int M, Stage kStage, bool kGated>
 __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ x,
                                      const T* __restrict__ w, const T* __restrict__ bias, int n,
                                      int k, int64_t x_stride, NormArgs<T> norm = {}) {
-  // x: [M, K] rows x_stride apart (silu: gate_up [M, 2K]); w: [N, K]; bias: [N] or null;
-  // out: [M, N]. Shared memory: M * K elements of T.
+  // x: [M, K] rows x_stride apart (silu: gate_up [M, 2K]); w: [N, K] (gated: [2N, K]);
+  // bias: like w's rows, or null; out: [M, N]. Shared memory: M * K elements of T.
   extern __shared__ uint4 xs[];  // [M][K / 8]
+  constexpr int kHalves = kGated ? 2 : 1;  // weight rows per output element
   const int kv = k / 8;
   const int lane = threadIdx.x % 32;
-  const int row_step = gridDim.x * kGemvWarps;
+  const int item_step = gridDim.x * kGemvWarps;
   const uint4* wv = reinterpret_cast<const uint4*>(w);
-  int row = blockIdx.x * kGemvWarps + threadIdx.x / 32;
+  int item = blockIdx.x * kGemvWarps + threadIdx.x / 32;
 
-  uint4 wbuf[kGemvUnroll];  // invariant at the top of the row loop: chunk 0 of `row`
-  if (row < n) load_w_chunk(wbuf, wv + static_cast<size_t>(row) * kv, 0, kv, lane);
+  uint4 wbuf[kGemvUnroll];  // invariant at the top of each row: chunk 0 of that row
+  if (item < n) load_w_chunk(wbuf, wv + static_cast<size_t>(item) * kv, 0, kv, lane);
   if constexpr (kStage == Stage::kRmsNorm) {
     stage_rms_norm<T, M>(xs, x, norm.residual, norm.sum_out, norm.weight, kv, x_stride, norm.eps);
   } else {
-    stage_x<T, M, kStage>(xs, x, kv, x_stride);
+    stage_x<T, M>(xs, x, kv, x_stride);
   }
   __syncthreads();
 
-  for (; row < n; row += row_step) {
-    const uint4* wrow = wv + static_cast<size_t>(row) * kv;
-    float acc[M];
+  for (; item < n; item += item_step) {
+    float gate[M];
 #pragma unroll
-    for (int m = 0; m < M; ++m) acc[m] = 0.f;
-    for (int base = 0;;) {
-      dot_chunk<T, M>(acc, wbuf, xs, base, kv, lane);
-      base += kGemvChunk;
-      if (base >= kv) break;
-      load_w_chunk(wbuf, wrow, base, kv, lane);
-    }
-    const int next = row + row_step;
-    if (next < n) load_w_chunk(wbuf, wv + static_cast<size_t>(next) * kv, 0, kv, lane);
-    const float b = bias != nullptr ? to_float<T>(bias[row]) : 0.f;
+    for (int half = 0; half < kHalves; ++half) {
+      const int row = item + half * n;
+      const uint4* wrow = wv + static_cast<size_t>(row) * kv;
+      float acc[M];
 #pragma unroll
-    for (int m = 0; m < M; ++m) {
-      const float s = warp_sum(acc[m]);  // identical in every lane (xor butterfly)
-      if (lane == m) out[static_cast<size_t>(m) * n + row] = from_float<T>(s + b);
+      for (int m = 0; m < M; ++m) acc[m] = 0.f;
+      for (int base = 0;;) {
+        dot_chunk<T, M>(acc, wbuf, xs, base, kv, lane);
+        base += kGemvChunk;
+        if (base >= kv) break;
+        load_w_chunk(wbuf, wrow, base, kv, lane);
+      }
+      // the next row this warp streams: the up half of this item, or the next item
+      const int next = half + 1 < kHalves ? item + n : item + item_step;
+      if (next < kHalves * n && (half + 1 < kHalves || next < n))
+        load_w_chunk(wbuf, wv + static_cast<size_t>(next) * kv, 0, kv, lane);
+      const float b = bias != nullptr ? to_float<T>(bias[row]) : 0.f;
+#pragma unroll
+      for (int m = 0; m < M; ++m) {
+        const float s = warp_sum(acc[m]) + b;  // identical in every lane (xor butterfly)
+        if (kGated && half == 0) {
+          gate[m] = round_to<T>(s);
+        } else if (lane == m) {
+          out[static_cast<size_t>(m) * n + item] =
+              kGated ? from_float<T>(silu_mul<T>(gate[m], round_to<T>(s))) : from_float<T>(s);
+        }
+      }
     }
   }
 }
@@ -248,19 +252,21 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
   extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
       gemv_##SUFFIX##_m##M(T* out, const T* x, const T* w, const T* bias, int n, int k,       \
                            int64_t x_stride) {                                                 \
-    lmd::gemv<T, M, lmd::Stage::kCopy>(out, x, w, bias, n, k, x_stride);                                   \
-  }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
-      silu_mul_gemv_##SUFFIX##_m##M(T* out, const T* gate_up, const T* w, const T* bias,      \
-                                    int n, int k, int64_t x_stride) {                          \
-    lmd::gemv<T, M, lmd::Stage::kSiluMul>(out, gate_up, w, bias, n, k, x_stride);              \
+    lmd::gemv<T, M, lmd::Stage::kCopy, false>(out, x, w, bias, n, k, x_stride);                \
   }                                                                                            \
   extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
       rms_norm_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,         \
                                     const T* norm_w, float eps, const T* w, const T* bias,     \
                                     int n, int k, int64_t x_stride) {                          \
-    lmd::gemv<T, M, lmd::Stage::kRmsNorm>(out, x, w, bias, n, k, x_stride,                     \
-                                          {residual, sum_out, norm_w, eps});                   \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm, false>(out, x, w, bias, n, k, x_stride,              \
+                                                 {residual, sum_out, norm_w, eps});            \
+  }                                                                                            \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_gated_min_ctas(M)) \
+      rms_norm_gated_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,   \
+                                          const T* norm_w, float eps, const T* w,              \
+                                          const T* bias, int n, int k, int64_t x_stride) {     \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm, true>(out, x, w, bias, n, k, x_stride,               \
+                                                {residual, sum_out, norm_w, eps});             \
   }
 
 // More rows lose to cuBLAS (at 4 rows: 0.6-0.9x on an H200), so only M = 1, 2 are built.

@@ -1,5 +1,5 @@
-"""The decode GEMV kernels (ops.linear, ops.silu_mul_linear, ops.rms_norm_linear) against
-fp64 and the unfused ops.
+"""The decode GEMV kernels (ops.linear, ops.rms_norm_linear, ops.rms_norm_gated_linear)
+against fp64 and the unfused ops.
 
 Every call records its launches, so a wrapper that silently fell back to torch fails:
 1..MAX_ROWS rows must run exactly one gemv kernel, more rows none.
@@ -35,7 +35,7 @@ SHAPES = [
     (4096, 14336),
     (50257, 4096),
 ]
-SILU_SHAPES = [(1, 8), (7, 64), (100, 4104), (4096, 14336), (6144, 4096)]
+GATED_SHAPES = [(1, 8), (7, 64), (100, 4104), (14336, 4096)]  # (I, K): weight [2I, K]
 
 
 def _randn(*shape, dtype, seed, scale=1.0):
@@ -96,26 +96,32 @@ def test_linear(dtype, n, k, with_bias):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("n, k", SILU_SHAPES)
+@pytest.mark.parametrize("n, k", GATED_SHAPES)
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_silu_mul_linear(dtype, n, k, with_bias):
-    w, b = _weights(n, k, dtype, with_bias, seed=2)
+def test_rms_norm_gated_linear(dtype, n, k, with_bias):
+    w, b = _weights(2 * n, k, dtype, with_bias, seed=2)  # [gate | up]
+    norm_w = _randn(k, dtype=dtype, seed=21, scale=0.5) + 1
     sfx = driver.dtype_suffix(dtype)
     for m in ROWS:
-        gate_up = _randn(m, 2 * k, dtype=dtype, seed=20 + m, scale=3.0)
+        x = _randn(m, k, dtype=dtype, seed=22 + m, scale=3.0)
+        residual = _randn(m, k, dtype=dtype, seed=32 + m)
         poison_allocator()
         with launches() as names:
-            out = ops.silu_mul_linear(gate_up, w, b)
-        unfused = ops.linear(ops.silu_and_mul(gate_up), w, b)
-        if _served_rows(m, k, dtype):
-            assert names == [f"silu_mul_gemv_{sfx}_m{m}"]
-        else:
-            assert names == [f"silu_and_mul_{sfx}"]  # the unfused pair, torch for the GEMV
-        # the activation is rounded exactly as silu_and_mul rounds it, and the GEMV is
-        # the same kernel (or the same torch call): bit-identical
-        assert torch.equal(out, unfused)
-        if names != [f"silu_and_mul_{sfx}"]:  # (cuBLAS's own fp16 error is not ours to bound)
-            _assert_near_fp64(out, ops.silu_and_mul(gate_up), w, b, dtype)
+            act, summed = ops.rms_norm_gated_linear(x, residual, norm_w, 1e-5, w, b)
+        normed, expected_sum = ops.add_rms_norm(x, residual, norm_w, 1e-5)
+        gate_up = ops.linear(normed, w, b)
+        assert act.shape == (m, n) and torch.equal(summed, expected_sum)
+        if m > gemv.MAX_ROWS:
+            assert names[0] == f"rms_norm_{sfx}"  # the unfused ops: norm kernel, torch, activation
+            assert torch.equal(act, ops.silu_and_mul(gate_up))
+            continue
+        assert names == [f"rms_norm_gated_gemv_{sfx}_m{m}"]
+        if k >= 1800:
+            # gate and up rounded as the GEMV rounds them, then silu_and_mul's formula
+            assert torch.equal(act, ops.silu_and_mul(gate_up))
+        ref = normed.double() @ w.double().T + (0 if b is None else b.double())
+        gate, up = ref.chunk(2, dim=-1)
+        torch.testing.assert_close(act.double(), torch.nn.functional.silu(gate) * up, rtol=2e-2, atol=2e-2)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -163,12 +169,6 @@ def test_leading_dims_and_strided_inputs(dtype):
         assert names == [f"gemv_{driver.dtype_suffix(dtype)}_m2"]
         assert out.shape == (*x.shape[:-1], n)
         assert torch.equal(out.reshape(2, n), expected)
-    gate_up = _randn(3, 1, 2 * k, dtype=dtype, seed=33)
-    strided = _randn(3, 2 * k + 8, dtype=dtype, seed=34)
-    strided[:, : 2 * k] = gate_up.view(3, 2 * k)
-    fused = ops.silu_mul_linear(gate_up, w)
-    assert fused.shape == (3, 1, n)
-    assert torch.equal(ops.silu_mul_linear(strided[:, : 2 * k], w), fused.view(3, n))
 
 
 def test_vector_input():
@@ -185,13 +185,14 @@ def test_result_does_not_depend_on_the_grid(monkeypatch, resident):
     """Fewer resident CTAs -> more rows per warp (the grid-stride loop and the prefetch of
     the next row's first chunk); every row is still summed in the same order."""
     w, b = _weights(1001, 4104, torch.bfloat16, True, seed=5)
-    x = _randn(3, 4104, dtype=torch.bfloat16, seed=50)
-    gate_up = _randn(3, 2 * 4104, dtype=torch.bfloat16, seed=51)
-    expected = ops.linear(x, w, b), ops.silu_mul_linear(gate_up, w, b)
+    x = _randn(2, 4104, dtype=torch.bfloat16, seed=50)
+    norm_w = _randn(4104, dtype=torch.bfloat16, seed=51)
+    gated = w[:1000]  # [2 * 500, K]
+    expected = ops.linear(x, w, b), ops.rms_norm_gated_linear(x, x, norm_w, 1e-5, gated, b[:1000])[0]
     monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem: resident)
     poison_allocator()
     assert torch.equal(ops.linear(x, w, b), expected[0])
-    assert torch.equal(ops.silu_mul_linear(gate_up, w, b), expected[1])
+    assert torch.equal(ops.rms_norm_gated_linear(x, x, norm_w, 1e-5, gated, b[:1000])[0], expected[1])
 
 
 def test_weight_layouts_the_kernel_refuses_fall_back():
@@ -214,27 +215,29 @@ def test_weight_layouts_the_kernel_refuses_fall_back():
 def test_cuda_graph_replay(dtype):
     n, k = 4096, 4096
     w, b = _weights(n, k, dtype, True, seed=7)
-    w_down, _ = _weights(n, 2 * k, dtype, False, seed=8)
+    w_gate_up, _ = _weights(2 * n, k, dtype, False, seed=8)
+    norm_w = _randn(k, dtype=dtype, seed=9)
     x = _randn(1, k, dtype=dtype, seed=70)
-    gate_up = _randn(1, 4 * k, dtype=dtype, seed=71)
-    ops.linear(x, w, b), ops.silu_mul_linear(gate_up, w_down)  # load modules, opt in smem
+    residual = _randn(1, k, dtype=dtype, seed=71)
+    run = lambda: (ops.linear(x, w, b), *ops.rms_norm_gated_linear(x, residual, norm_w, 1e-5, w_gate_up))
+    run()  # load modules, opt in to the shared memory
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
-        out = ops.linear(x, w, b)
-        down = ops.silu_mul_linear(gate_up, w_down)
+        outs = run()
     for seed in (72, 73):
         x.copy_(_randn(1, k, dtype=dtype, seed=seed))
-        gate_up.copy_(_randn(1, 4 * k, dtype=dtype, seed=seed + 10))
+        residual.copy_(_randn(1, k, dtype=dtype, seed=seed + 10))
         graph.replay()
         torch.cuda.synchronize()
-        assert torch.equal(out, ops.linear(x, w, b))
-        assert torch.equal(down, ops.silu_mul_linear(gate_up, w_down))
-        _assert_near_fp64(out, x, w, b, dtype)
+        for got, expected in zip(outs, run()):
+            assert torch.equal(got, expected)
+        _assert_near_fp64(outs[0], x, w, b, dtype)
 
 
 def test_get_op_serves_the_gemv_ops():
     from lmdeploy_sdk import native
 
     assert native.get_op("linear", torch.bfloat16) is gemv.linear
-    assert native.get_op("silu_mul_linear", torch.float16) is gemv.silu_mul_linear
+    assert native.get_op("rms_norm_linear", torch.float16) is gemv.rms_norm_linear
+    assert native.get_op("rms_norm_gated_linear", torch.float16) is gemv.rms_norm_gated_linear

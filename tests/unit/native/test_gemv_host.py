@@ -26,7 +26,7 @@ def launches(monkeypatch) -> list[dict]:
 
     monkeypatch.setattr(driver, "launch", record)
     monkeypatch.setattr(gemv, "_smem_limit", lambda device: SMEM_LIMIT)
-    monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem, max_per_sm=None: min(4, max_per_sm or 4) * 132)
+    monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem: 4 * 132)
     return calls
 
 
@@ -68,15 +68,26 @@ def test_served_launch_arguments(launches):
     assert [a.value for a in call["args"][4:]] == [6144, 4096, 4096]
 
 
-def test_silu_mul_launch_arguments(launches):
-    gate_up, w = _rand(2, 2 * 14336), _rand(4096, 14336)
-    out = gemv.silu_mul_linear(gate_up, w)
-    assert out.shape == (2, 4096)
+def test_gated_launch_arguments(launches):
+    x, residual, norm_w, w = _rand(2, 4096), _rand(2, 4096), _rand(4096), _rand(2 * 14336, 4096)
+    act, summed = gemv.rms_norm_gated_linear(x, residual, norm_w, 1e-5, w)
+    assert act.shape == (2, 14336) and summed.shape == (2, 4096)
     (call,) = launches
-    assert call["kernel"] == "silu_mul_gemv_bf16_m2"
-    assert call["shared_mem"] == 2 * 14336 * 2  # the activation, not gate_up
-    assert call["args"][3].value is None  # no bias
-    assert [a.value for a in call["args"][4:]] == [4096, 14336, 2 * 14336]
+    assert call["kernel"] == "rms_norm_gated_gemv_bf16_m2"
+    assert call["shared_mem"] == 2 * 4096 * 2
+    ptrs = [a.value for a in call["args"][:5]]
+    assert ptrs == [act.data_ptr(), summed.data_ptr(), x.data_ptr(), residual.data_ptr(), norm_w.data_ptr()]
+    assert call["args"][7].value is None  # no bias
+    assert [a.value for a in call["args"][8:]] == [14336, 4096, 4096]  # N outputs (2N weight rows)
+
+
+def test_first_layer_norm_returns_x_as_the_sum(launches):
+    x, norm_w, w = _rand(1, 64), _rand(64), _rand(10, 64)
+    out, summed = gemv.rms_norm_linear(x, None, norm_w, 1e-5, w)
+    assert summed is x and out.shape == (1, 10)
+    (call,) = launches
+    assert call["kernel"] == "rms_norm_gemv_bf16_m1"
+    assert call["args"][1].value is None and call["args"][3].value is None  # no sum, no residual
 
 
 def test_strided_rows_are_read_in_place(launches):
@@ -141,8 +152,10 @@ def test_largest_x_that_fits_is_served(launches):
     assert launches[-1]["kernel"] == f"gemv_bf16_m{gemv.MAX_ROWS}" and launches[-1]["shared_mem"] == SMEM_LIMIT
 
 
-def test_silu_mul_fallback_is_the_unfused_pair(launches):
-    gemv.silu_mul_linear(_rand(5, 128), _rand(16, 64))  # 5 rows: our activation, then torch
-    assert [c["kernel"] for c in launches] == ["silu_and_mul_bf16"]
-    with pytest.raises(RuntimeError):  # gate_up not twice the weight's K: torch's shape error
-        gemv.silu_mul_linear(_rand(1, 64).float(), _rand(16, 64).float())
+def test_gated_fallback_is_the_unfused_kernels(launches):
+    x, residual, norm_w = _rand(5, 64), _rand(5, 64), _rand(64)
+    act, _ = gemv.rms_norm_gated_linear(x, residual, norm_w, 1e-5, _rand(32, 64))  # 5 rows
+    assert act.shape == (5, 16)
+    assert [c["kernel"] for c in launches] == ["rms_norm_bf16", "silu_and_mul_bf16"]  # torch between
+    with pytest.raises(ValueError, match="2I, K"):
+        gemv.rms_norm_gated_linear(x, residual, norm_w, 1e-5, _rand(31, 64))

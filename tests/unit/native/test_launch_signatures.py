@@ -107,14 +107,14 @@ def test_attention_launches(recorder, head_dim, hq, hkv, variant):
 @pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
 def test_gemv_launches(recorder, monkeypatch, dtype, sfx):
     monkeypatch.setattr(gemv, "_smem_limit", lambda device: gemv.DEFAULT_SMEM_LIMIT)
-    monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem, max_per_sm=None: 4 * 132)
+    monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem: 4 * 132)
     w, b = torch.randn(100, 64, dtype=dtype), torch.randn(100, dtype=dtype)
     norm_w = torch.randn(64, dtype=dtype)
     for m in range(1, gemv.MAX_ROWS + 1):
         gemv.linear(torch.randn(m, 64, dtype=dtype), w, b)
-        gemv.silu_mul_linear(torch.randn(m, 1, 128, dtype=dtype), w)
         x = torch.randn(m, 64, dtype=dtype)
         gemv.rms_norm_linear(x, None, norm_w, 1e-5, w, b)
         gemv.rms_norm_linear(x, x.clone(), norm_w, 1e-5, w)
-    kinds = ("gemv", "silu_mul_gemv", "rms_norm_gemv", "rms_norm_gemv")
+        gemv.rms_norm_gated_linear(x, x.clone(), norm_w, 1e-5, w, b)
+    kinds = ("gemv", "rms_norm_gemv", "rms_norm_gemv", "rms_norm_gated_gemv")
     assert recorder.kernels == [f"{kind}_{sfx}_m{m}" for m in range(1, gemv.MAX_ROWS + 1) for kind in kinds]

@@ -1,4 +1,4 @@
-"""ops.linear / ops.silu_mul_linear / ops.rms_norm_linear on CPU are their torch definitions."""
+"""ops.linear / ops.rms_norm_linear / ops.rms_norm_gated_linear on CPU are their torch definitions."""
 from __future__ import annotations
 
 import pytest
@@ -22,21 +22,6 @@ def test_linear_is_f_linear(dtype, lead, with_bias):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("with_bias", [False, True])
-def test_silu_mul_linear_is_down_of_silu_and_mul(dtype, with_bias):
-    gen = torch.Generator().manual_seed(1)
-    gate_up = (torch.randn(2, 1, 2 * 16, generator=gen) * 3).to(dtype)
-    w = torch.randn(5, 16, generator=gen).to(dtype)
-    b = torch.randn(5, generator=gen).to(dtype) if with_bias else None
-    gate, up = gate_up.chunk(2, dim=-1)
-    expected = F.linear(F.silu(gate) * up, w, b)
-    out = ops.silu_mul_linear(gate_up, w, b)
-    assert out.shape == (2, 1, 5)
-    assert torch.equal(out, expected)
-    assert torch.equal(out, ops.linear(ops.silu_and_mul(gate_up), w, b))
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("with_residual", [False, True])
 def test_rms_norm_linear_is_norm_then_linear(dtype, with_residual):
     gen = torch.Generator().manual_seed(2)
@@ -50,3 +35,16 @@ def test_rms_norm_linear_is_norm_then_linear(dtype, with_residual):
         normed, expected_sum = ops.add_rms_norm(x, residual, norm_w, 1e-5)
     assert torch.equal(summed, expected_sum)
     assert torch.equal(out, F.linear(normed, w))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rms_norm_gated_linear_is_silu_and_mul_of_the_projection(dtype):
+    gen = torch.Generator().manual_seed(3)
+    x, residual = torch.randn(2, 32, generator=gen).to(dtype), torch.randn(2, 32, generator=gen).to(dtype)
+    norm_w, w = torch.randn(32, generator=gen).to(dtype), torch.randn(2 * 7, 32, generator=gen).to(dtype)
+    b = torch.randn(2 * 7, generator=gen).to(dtype)
+    act, summed = ops.rms_norm_gated_linear(x, residual, norm_w, 1e-5, w, b)
+    gate_up, expected_sum = ops.rms_norm_linear(x, residual, norm_w, 1e-5, w, b)
+    gate, up = gate_up.chunk(2, dim=-1)
+    assert act.shape == (2, 7) and torch.equal(summed, expected_sum)
+    assert torch.equal(act, F.silu(gate) * up)
