@@ -24,14 +24,67 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2 * 2**30, iters: int = 1
     return 2 * src.numel() * iters / (time.perf_counter() - t)
 
 
-def decode_bytes(engine: AsyncEngine, context: int) -> int:
-    """Bytes one decode step must read: all weights plus the KV of `context` tokens."""
+def step_weight_bytes(engine: AsyncEngine) -> int:
+    """Weight bytes one decode step must read: every weight but the embedding table, of
+    which a step reads one row per token (unless it doubles as the LM head)."""
     model = engine._loaded.engine.runner.model
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    if model.lm_head is not None:
+        embed = model.model.embed_tokens.weight
+        weights -= embed.numel() * embed.element_size()
+    return weights
+
+
+def kv_bytes_per_token(engine: AsyncEngine) -> int:
+    """KV-cache bytes of one context token, over all layers."""
+    model = engine._loaded.engine.runner.model
     cfg = model.config
+    return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * next(model.parameters()).element_size()
+
+
+def decode_bytes(engine: AsyncEngine, context: int) -> int:
+    """Bytes one decode step must read: its weights plus the KV of `context` tokens."""
+    return step_weight_bytes(engine) + kv_bytes_per_token(engine) * context
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, iters: int = 20) -> float:
+    """FLOP/s of a large GEMM ([8192, 4096] x [4096, 14336], an MLP projection of a big batch)."""
+    a = torch.randn(8192, 4096, device=device, dtype=dtype)
+    b = torch.randn(4096, 14336, device=device, dtype=dtype)
+    a @ b
+    torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(iters):
+        a @ b
+    torch.cuda.synchronize(device)
+    return 2 * 8192 * 4096 * 14336 * iters / (time.perf_counter() - t)
+
+
+def throughput_bound(
+    engine: AsyncEngine, requests: list[BenchRequest], copy_bytes_per_s: float, flop_per_s: float
+) -> float:
+    """Output tokens/s of an ideal engine that runs attention and GEMMs one after the other.
+
+    Every request starts at once; step t decodes every request with more than t output
+    tokens left and takes max(its weights at copy bandwidth, its GEMMs at flop_per_s)
+    plus its KV reads at copy bandwidth; the prompts' GEMMs take their FLOPs at
+    flop_per_s. Nothing else (attention FLOPs, launches, scheduling) is charged.
+    """
+    model = engine._loaded.engine.runner.model
+    weight_bytes = step_weight_bytes(engine)
     elem = next(model.parameters()).element_size()
-    kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * elem * context
-    return weights + kv
+    head = model.lm_head.weight if model.lm_head is not None else model.model.embed_tokens.weight
+    head_params = head.numel()
+    layer_params = (weight_bytes // elem) - head_params  # (norms included: negligible)
+    kv_token = kv_bytes_per_token(engine)
+    ins = [len(r.prompt_ids) for r in requests]
+    outs = [r.output_len for r in requests]
+    seconds = 2 * layer_params * sum(ins) / flop_per_s
+    for t in range(max(outs, default=0)):
+        live = [i + t for i, o in zip(ins, outs) if o > t]  # context of each decoding request
+        gemm = 2 * (layer_params + head_params) * len(live) / flop_per_s
+        seconds += max(weight_bytes / copy_bytes_per_s, gemm) + kv_token * sum(live) / copy_bytes_per_s
+    return sum(outs) / seconds if seconds else 0.0
 
 
 async def _one(engine: AsyncEngine, ids: list[int], gen: GenerationConfig) -> tuple[float, float, int]:
@@ -68,7 +121,9 @@ def throughput(engine: AsyncEngine, requests: list[BenchRequest]) -> dict:
         res = await asyncio.gather(*[_one(engine, r.prompt_ids, g) for r, g in zip(requests, gens)])
         return time.perf_counter() - t0, res
 
+    preempted_before = engine.stats().preemptions_total
     elapsed, res = asyncio.run(run())
+    stats = engine.stats()
     out_tokens = sum(n for _, _, n in res)
     in_tokens = sum(len(r.prompt_ids) for r in requests)
     ttfts = sorted(t for t, _, _ in res)
@@ -81,6 +136,8 @@ def throughput(engine: AsyncEngine, requests: list[BenchRequest]) -> dict:
         "total_tok_s": (in_tokens + out_tokens) / elapsed,
         "ttft_p50_s": ttfts[len(ttfts) // 2],
         "ttft_p99_s": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))],
+        "preemptions": stats.preemptions_total - preempted_before,
+        "kv_cache_blocks": stats.blocks_total,
     }
 
 

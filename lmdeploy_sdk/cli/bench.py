@@ -82,6 +82,14 @@ def run(args: argparse.Namespace) -> int:
             else:
                 reqs = sharegpt_like(args.num_prompts, vocab, args.seed)
                 r = runs.throughput(engine, reqs)
+                dev = loaded.engine.runner.device
+                if dev.type == "cuda":
+                    bw = runs.copy_bandwidth(dev)
+                    flops = runs.gemm_rate(dev, loaded.engine.runner.kv_caches[0][0].dtype)
+                    r["copy_bandwidth_GBs"] = bw / 1e9
+                    r["gemm_TFLOPs"] = flops / 1e12
+                    r["serial_bound_output_tok_s"] = runs.throughput_bound(engine, reqs, bw, flops)
+                    r["fraction_of_bound"] = r["output_tok_s"] / r["serial_bound_output_tok_s"]
                 if args.hf_requests:
                     r["ours_on_hf_subset"] = runs.throughput(engine, reqs[: args.hf_requests])
             device, dtype = loaded.engine.runner.device, loaded.engine.runner.kv_caches[0][0].dtype

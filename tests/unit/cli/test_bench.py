@@ -28,5 +28,6 @@ def test_latency_and_throughput_json(tokenizer_dir, tmp_path, capsys):
                  "--json", str(out)]) == 0
     thr = json.loads(out.read_text())["throughput"]
     assert thr["requests"] == 3 and thr["output_tokens"] > 0
+    assert thr["preemptions"] == 0 and thr["kv_cache_blocks"] == 1000
     assert thr["ratio_vs_transformers"] > 0
     assert "output_tok_s" in capsys.readouterr().out
