@@ -49,6 +49,11 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(addr));
 }
 
+// __syncthreads for barriers reached from different code sites (each warp at exactly one
+// of them, e.g. both arms of a warp-uniform branch): PTX's non-.aligned barrier allows
+// that; __syncthreads (bar.sync, .aligned) requires every thread at the same instruction.
+__device__ __forceinline__ void cta_barrier() { asm volatile("barrier.sync 0;\n" ::: "memory"); }
+
 // c[16x8 fp32] += a[16x16] * b[16x8]; fragments as in the PTX ISA m16n8k16 layout.
 __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0,
                                           uint32_t b1, __nv_bfloat16) {

@@ -10,7 +10,7 @@
 // accumulators); each K/V fragment read from smem feeds both m16 tiles, half the smem
 // traffic per FLOP of 16-row warps. The CTA walks the key tiles some row of its tile
 // can see (a warp skips those none of its rows can see), gathering rows through the
-// block table with cp.async: V_j loads during Q.K^T_j and softmax, K_{j+1} during P.V_j.
+// block table with cp.async: V_j loads during Q.K^T_j, K_{j+1} during softmax and P.V_j.
 // Softmax is online (running max and sum per row, log2 domain); the causal mask is
 // applied only on tiles crossing a warp's diagonal. O leaves through the warp's own Q
 // rows in smem as row-contiguous 16-byte stores.
@@ -196,7 +196,17 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
     const bool active = warp_live && n0 < diag + kWarpRows;
     // P as A fragments: [m16 tile][16 keys][a0..a3], packed to T once S is done with
     uint32_t pa[M_TILES][kTileN / 16][4];
-    if (active) {
+    // FA2's order: K_{j+1} is issued right after Q.K^T_j (not after softmax), so it has
+    // softmax + P.V to land (4% faster at L = 4-8k on an H100 than issuing it after
+    // softmax). The barrier sits in both arms of this warp-uniform branch: one barrier
+    // site after it kept S live across it and spilled. Hence cta_barrier (barrier.sync
+    // without .aligned, which may be reached from different code sites).
+    if (!active) {
+      cp_async_wait<0>();
+      cta_barrier();
+      if (n0 + kTileN < kv_end) load_kv_tile(s_k, k_cache, n0 + kTileN);
+      cp_async_commit();
+    } else {
       float s[M_TILES][kTileN / 8][4];  // S = Q K^T: [32 rows, kTileN keys] per warp
 #pragma unroll
       for (int mi = 0; mi < M_TILES; ++mi)
@@ -237,6 +247,10 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
               if (jn * 8 + (e & 1) > lim + mi * 16 + (e / 2) * 8) s[mi][jn][e] = -INFINITY;
       }
 
+      cp_async_wait<0>();  // this thread's V_j copies landed
+      cta_barrier();       // everyone's did; every warp is done reading K_j
+      if (n0 + kTileN < kv_end) load_kv_tile(s_k, k_cache, n0 + kTileN);
+      cp_async_commit();  // group: K_{j+1}, lands during softmax and P.V
       // Online softmax (a row lives in the 4 lanes of a quad). Scores stay unscaled: the
       // scale folds into one FFMA, exp2(s * scale_log2 - max * scale_log2) (scale > 0).
       // Each m16 tile is packed as soon as it is done, so its S registers free early.
@@ -281,11 +295,6 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
         }
       }
     }
-    // K_{j+1} is issued once S is packed: its addressing needs registers S held.
-    cp_async_wait<0>();  // this thread's V_j copies landed
-    __syncthreads();     // everyone's did; every warp is done reading K_j
-    if (n0 + kTileN < kv_end) load_kv_tile(s_k, k_cache, n0 + kTileN);
-    cp_async_commit();  // group: K_{j+1}, lands during P.V
     if (!active) continue;
 
     // O += P V
@@ -357,8 +366,9 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
   }
 
 // Tiles follow FlashAttention-2's sm80 forward config (128 x 64 at D = 128, 128 x 128 at
-// D = 64, 4 warps), not yet measured here against SDPA's flash backend on H100. A
-// candidate to measure at D = 64: TILE_N = 64 (about 190 registers instead of ~255).
+// D = 64, 4 warps): on an H100 at 89-94% of SDPA's flash backend (docs/performance.md).
+// Measured there at D = 64 and not adopted yet: double-buffered K/V with 64-key tiles and
+// Q in registers was 8% faster (one template more).
 // Keep PREFILL_TILES in native/paged_attention.py in step (grid, block, dynamic smem).
 #define LMD_PREFILL_KERNEL(T, SUFFIX, D) \
   LMD_PREFILL_KERNEL_X(T, SUFFIX, D, 4, 2, (D == 128 ? 64 : 128), paged_prefill_##SUFFIX##_d##D)
