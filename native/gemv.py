@@ -23,7 +23,7 @@ from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, contiguous_ali
 from lmdeploy_sdk.ops import reference
 
 MODULE = "gemv"
-# kernels gemv_<dtype>_m1, _m2: at 4 rows cuBLAS was faster (H200, bench_kernels --only gemv)
+# kernels gemv_<dtype>_m1, _m2 (a 4-row build was slower than cuBLAS, tried on an H200)
 MAX_ROWS = 2
 WARPS = 8  # output rows a CTA works on at once (kGemvWarps in the .cu)
 THREADS = 32 * WARPS

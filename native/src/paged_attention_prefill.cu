@@ -197,8 +197,8 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
     // P as A fragments: [m16 tile][16 keys][a0..a3], packed to T once S is done with
     uint32_t pa[M_TILES][kTileN / 16][4];
     // FA2's order: K_{j+1} is issued right after Q.K^T_j (not after softmax), so it has
-    // softmax + P.V to land (4% faster at L = 4-8k on an H100 than issuing it after
-    // softmax). The barrier sits in both arms of this warp-uniform branch: one barrier
+    // softmax + P.V to land (3% faster at L = 4-8k on an H100 than issuing it after
+    // softmax, docs/performance.md). The barrier sits in both arms of this warp-uniform branch: one barrier
     // site after it kept S live across it and spilled. Hence cta_barrier (barrier.sync
     // without .aligned, which may be reached from different code sites).
     if (!active) {
@@ -367,8 +367,8 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
 
 // Tiles follow FlashAttention-2's sm80 forward config (128 x 64 at D = 128, 128 x 128 at
 // D = 64, 4 warps): on an H100 at 89-94% of SDPA's flash backend (docs/performance.md).
-// Measured there at D = 64 and not adopted yet: double-buffered K/V with 64-key tiles and
-// Q in registers was 8% faster (one template more).
+// Tried there at D = 64 and not adopted yet: double-buffered K/V with 64-key tiles and Q
+// in registers was faster (one template more).
 // Keep PREFILL_TILES in native/paged_attention.py in step (grid, block, dynamic smem).
 #define LMD_PREFILL_KERNEL(T, SUFFIX, D) \
   LMD_PREFILL_KERNEL_X(T, SUFFIX, D, 4, 2, (D == 128 ? 64 : 128), paged_prefill_##SUFFIX##_d##D)
