@@ -20,7 +20,9 @@ from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
 
-GRAPH_BATCH_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024)
+GRAPH_BATCH_SIZES = (
+    1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024
+)
 
 
 class DecodeGraphs:

@@ -13,7 +13,7 @@ CPU_CACHE_CAP_BYTES = 2 * 2**30
 # whatever the batch, so bigger batches are nearly free until the KV cache runs out
 # (then the scheduler admits no more, or preempts). GPUs with this much memory hold the
 # KV of ~1000 typical requests of an 8B model: on an H100 80GB the 1000-request bench ran
-# 7% faster at 1024 than at 512, with no preemption (docs/performance.md).
+# 10% faster at 1024 than at 512, with no preemption (docs/performance.md).
 LARGE_GPU_BYTES = 64 * 2**30
 DEFAULT_MAX_BATCH = {"cpu": 8, "cuda": 256, "large_cuda": 1024}
 

@@ -45,7 +45,8 @@ class RMSNorm(nn.Module):
         self, gate_up_proj: nn.Linear, x: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(silu(gate) * up of gate_up_proj(norm(x + residual)), x + residual), as `into`."""
-        return ops.rms_norm_gated_linear(x, residual, self.weight, self.eps, gate_up_proj.weight, gate_up_proj.bias)
+        weight, bias = gate_up_proj.weight, gate_up_proj.bias
+        return ops.rms_norm_gated_linear(x, residual, self.weight, self.eps, weight, bias)
 
 
 class Linear(nn.Linear):

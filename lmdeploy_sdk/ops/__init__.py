@@ -82,6 +82,8 @@ def rms_norm_linear(x, residual, norm_weight, eps, weight, bias=None) -> tuple[t
     return fn(x, residual, norm_weight, eps, weight, bias)
 
 
-def rms_norm_gated_linear(x, residual, norm_weight, eps, gate_up_weight, bias=None) -> tuple[torch.Tensor, torch.Tensor]:
+def rms_norm_gated_linear(
+    x, residual, norm_weight, eps, gate_up_weight, bias=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     fn = _native("rms_norm_gated_linear", x) or reference.rms_norm_gated_linear
     return fn(x, residual, norm_weight, eps, gate_up_weight, bias)
