@@ -103,3 +103,33 @@ def test_kv_cache_is_sized_from_free_memory(tiny_model_factory):
         cache_bytes = 2 * len(pipe._engine.runner.kv_caches) * k.numel() * k.element_size()
         assert 0.03 * free_before < cache_bytes <= 0.05 * free_before
         assert pipe("hello", max_new_tokens=4).finish_reason == "length"
+
+
+def test_batch_one_decode_runs_the_fused_gemv_kernels(confident_model, monkeypatch):
+    """A one-sequence decode step is norm+qkv GEMV, rope+KV write, attention, o GEMV,
+    norm+gate/up+SiLU GEMV and down GEMV per layer: a silent fallback to the unfused ops
+    (or to cuBLAS) would still generate the right tokens, so count the launches."""
+    from lmdeploy_sdk.native import driver
+
+    path = confident_model("LlamaForCausalLM")
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    monkeypatch.setenv(DISABLE_GRAPHS_ENV, "1")  # eager, so every launch goes through the driver
+    native.native_available.cache_clear()
+    names: list[str] = []
+    real = driver.launch
+    monkeypatch.setattr(driver, "launch", lambda *a, **kw: (names.append(a[2]), real(*a, **kw))[1])
+    cfg = TurbomindEngineConfig(device="cuda", dtype="float16", cache_max_entry_count=64, max_batch_size=4)
+    try:
+        with pipeline(str(path), backend_config=cfg) as pipe:
+            layers = len(pipe._engine.runner.kv_caches)
+            names.clear()  # (start-up launches)
+            out = pipe(PROMPTS[0], gen_config=GenerationConfig(max_new_tokens=5, ignore_eos=True),
+                       do_preprocess=False)
+    finally:
+        native.native_available.cache_clear()
+    assert len(out.token_ids) == 5
+    decode_steps = 4  # the prefill samples the first token
+    assert names.count("rms_norm_gemv_f16_m1") >= decode_steps * layers
+    assert names.count("rms_norm_gated_gemv_f16_m1") == names.count("rms_norm_gemv_f16_m1")
+    assert names.count("gemv_f16_m1") >= decode_steps * (2 * layers + 1)  # o, down; lm_head
+    assert names.count("rope_store_kv_f16") >= (decode_steps + 1) * layers
