@@ -26,9 +26,9 @@ constexpr int kGemvThreads = kGemvWarps * 32;  // 256
 constexpr int kGemvUnroll = 8;                 // 16-byte W loads in flight per lane
 constexpr int kGemvChunk = 32 * kGemvUnroll;   // vectors of a row one warp loads at once
 // Resident CTAs per SM the register budget is sized for (65536 / (256 * CTAs) registers a
-// thread): 4 (64), the most that does not spill at M <= 2; 4 CTAs keep 32 warps * 32
-// lanes * 8 * 16 bytes = 128 KiB of loads in flight per SM, several times what HBM needs.
-constexpr int gemv_min_ctas(int m) { return m <= 2 ? 4 : 2; }
+// thread): 4 (64), the most that does not spill; 4 CTAs keep 32 warps * 32 lanes * 8 * 16
+// bytes = 128 KiB of loads in flight per SM, several times what HBM needs.
+constexpr int kGemvMinCtas = 4;
 // The gated GEMV keeps the gate sums live across the up row: 3 CTAs (80 registers) at M = 2.
 constexpr int gemv_gated_min_ctas(int m) { return m == 1 ? 4 : 3; }
 
@@ -249,12 +249,12 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
 // K % 8 == 0; x, w, out 16-byte aligned, x_stride % 8 == 0; block 256 threads; dynamic
 // shared memory M * K * sizeof(T); any grid >= 1 (the host picks whole rounds of rows).
 #define LMD_GEMV_KERNEL(T, SUFFIX, M)                                                          \
-  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::kGemvMinCtas)        \
       gemv_##SUFFIX##_m##M(T* out, const T* x, const T* w, const T* bias, int n, int k,       \
                            int64_t x_stride) {                                                 \
     lmd::gemv<T, M, lmd::Stage::kCopy, false>(out, x, w, bias, n, k, x_stride);                \
   }                                                                                            \
-  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_min_ctas(M))        \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::kGemvMinCtas)        \
       rms_norm_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,         \
                                     const T* norm_w, float eps, const T* w, const T* bias,     \
                                     int n, int k, int64_t x_stride) {                          \
