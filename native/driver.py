@@ -214,8 +214,18 @@ def launch(
     shared_mem: int = 0,
 ) -> None:
     """Launch a kernel of ptx/<module>.ptx on `device` (a CUDA torch.device)."""
-    index = device.index if device.index is not None else torch.cuda.current_device()
-    device_kernels(index).launch(module, kernel, grid, block, args, shared_mem)
+    device_kernels(device_index(device)).launch(module, kernel, grid, block, args, shared_mem)
+
+
+def device_index(device: torch.device) -> int:
+    """The ordinal of a CUDA torch.device ('cuda' alone: the current one)."""
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@functools.cache
+def sm_count(device_index: int) -> int:
+    """Multiprocessors of one GPU (the launch heuristics size grids in whole waves)."""
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
 def dtype_suffix(dtype: torch.dtype) -> str:

@@ -32,27 +32,22 @@ THREADS = 32 * WARPS
 DEFAULT_SMEM_LIMIT = 96 * 1024
 
 
-def _device_index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
-
-
 @functools.cache
-def _device_limits(device_index: int) -> tuple[int, int]:
-    """(opt-in shared memory bytes per block, multiprocessor count) of one GPU."""
+def _smem_limit_of(device_index: int) -> int:
     props = torch.cuda.get_device_properties(device_index)
-    smem = int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SMEM_LIMIT)
-    return smem, props.multi_processor_count
+    return int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SMEM_LIMIT)
 
 
 def _smem_limit(device: torch.device) -> int:
-    return _device_limits(_device_index(device))[0]
+    """Opt-in shared memory bytes per block of the device."""
+    return _smem_limit_of(driver.device_index(device))
 
 
 def _resident_ctas(device: torch.device, kernel: str, shared_mem: int) -> int:
     """CTAs of `kernel` the whole GPU holds at once (registers and shared memory permitting)."""
-    index = _device_index(device)
+    index = driver.device_index(device)
     per_sm = driver.device_kernels(index).max_active_blocks(MODULE, kernel, THREADS, shared_mem)
-    return max(1, per_sm) * _device_limits(index)[1]
+    return max(1, per_sm) * driver.sm_count(index)
 
 
 def num_ctas(n: int, resident: int) -> int:
@@ -93,12 +88,12 @@ def _launch(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     norm_args: tuple[driver.KernelArg, ...] = (),
+    gated: bool = False,
 ) -> torch.Tensor:
-    # x: [..., K]; weight: [N, K] -> [..., N] (rms_norm_gated_gemv: [2N, K] -> [..., N])
+    # x: [..., K]; weight: [N, K] -> [..., N] (gated: [2N, K] -> [..., N])
     # norm_args: (sum_out, residual, norm weight, eps) of the rms_norm kernels, around x
     n, k = weight.shape
-    if kind == "rms_norm_gated_gemv":
-        n //= 2
+    n = n // 2 if gated else n
     rows = x.numel() // x.shape[-1]
     x2 = as_vec8(x.reshape(rows, x.shape[-1]))  # [M, K or 2K], rows x2.stride(0) apart
     bias = None if bias is None else bias.contiguous()
@@ -141,7 +136,7 @@ def rms_norm_linear(
     """(linear(rms_norm(x + residual)), x + residual) in one launch; bit-identical to the
     norm kernel followed by the GEMV when K >= 1800 (both then reduce over 256 threads)."""
     # x, residual: [..., K]; norm_weight: [K]; weight: [N, K] -> ([..., N], [..., K])
-    return _norm_linear("rms_norm_gemv", x, residual, norm_weight, eps, weight, bias)
+    return _norm_linear(x, residual, norm_weight, eps, weight, bias, gated=False)
 
 
 def rms_norm_gated_linear(
@@ -157,17 +152,17 @@ def rms_norm_gated_linear(
     # x, residual: [..., K]; gate_up_weight: [2I, K] (gate | up) -> ([..., I], [..., K])
     if gate_up_weight.dim() != 2 or gate_up_weight.shape[0] % 2:
         raise ValueError(f"gate_up_weight must be [2I, K], got shape {tuple(gate_up_weight.shape)}")
-    return _norm_linear("rms_norm_gated_gemv", x, residual, norm_weight, eps, gate_up_weight, bias)
+    return _norm_linear(x, residual, norm_weight, eps, gate_up_weight, bias, gated=True)
 
 
 def _norm_linear(
-    kind: str,
     x: torch.Tensor,
     residual: torch.Tensor | None,
     norm_weight: torch.Tensor,
     eps: float,
     weight: torch.Tensor,
     bias: torch.Tensor | None,
+    gated: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     k = x.shape[-1] if x.dim() else -1
     served = (
@@ -183,7 +178,7 @@ def _norm_linear(
         else:
             normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
         out = reference.linear(normed, weight, bias)
-        return (activation.silu_and_mul(out) if kind == "rms_norm_gated_gemv" else out), summed
+        return (activation.silu_and_mul(out) if gated else out), summed
     x = contiguous_aligned(x)
     residual = None if residual is None else contiguous_aligned(residual)
     summed = x if residual is None else torch.empty_like(x)
@@ -193,4 +188,5 @@ def _norm_linear(
         driver.ptr(contiguous_aligned(norm_weight)),
         driver.f32(eps),
     )
-    return _launch(kind, x, weight, bias, norm_args), summed
+    kind = "rms_norm_gated_gemv" if gated else "rms_norm_gemv"
+    return _launch(kind, x, weight, bias, norm_args, gated), summed

@@ -9,7 +9,6 @@ kv head. Both follow lmdeploy_sdk.ops.reference.paged_attention.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -47,15 +46,6 @@ def _served(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bo
         and v_cache.data_ptr() % 16 == 0
         and q.device == k_cache.device == v_cache.device
     )
-
-
-@functools.cache
-def _sm_count(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
-def _device_index(device: torch.device) -> int:
-    return device.index if device.index is not None else torch.cuda.current_device()
 
 
 def decode_group(group: int) -> tuple[int, int]:
@@ -129,9 +119,9 @@ def paged_decode(
     if num_splits is None and meta.max_kv_len <= DECODE_MIN_SPLIT:
         num_splits = 1
     elif num_splits is None:
-        index = _device_index(q.device)
+        index = driver.device_index(q.device)
         per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS)
-        num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * _sm_count(index))
+        num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * driver.sm_count(index))
     splits = num_splits
     out = _output(out, q)
     part_o = part_ml = None

@@ -49,7 +49,7 @@ class Recorder:
 def recorder(monkeypatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(driver, "launch", rec)
-    monkeypatch.setattr(native_attention, "_sm_count", lambda index: 132)
+    monkeypatch.setattr(driver, "sm_count", lambda index: 132)
     return rec
 
 
