@@ -28,6 +28,8 @@ def register(sub) -> None:
     p.add_argument("--cache-max-entry-count", type=float, default=0.8)
     p.add_argument("--device", default=None)
     p.add_argument("--json", type=Path, default=None, help="write results here")
+    p.add_argument("--step-times", action="store_true",
+                   help="(throughput) also time every engine step and summarise them by batch size")
     p.set_defaults(func=run)
 
 
@@ -49,10 +51,13 @@ def _context(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    if args.step_times and args.kind != "throughput":
+        raise SystemExit(f"--step-times applies to `bench throughput`, not `bench {args.kind}`")
     from lmdeploy_sdk.async_engine import AsyncEngine
     from lmdeploy_sdk.bench import runs
     from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
     from lmdeploy_sdk.engine.factory import load
+    from lmdeploy_sdk.engine.step_times import StepTimes
     from lmdeploy_sdk.messages import TurbomindEngineConfig
     from lmdeploy_sdk.model_source import resolve_model_path
 
@@ -81,7 +86,13 @@ def run(args: argparse.Namespace) -> int:
                     r["fraction_of_roofline"] = r["decode_tok_s"] / r["roofline_tok_s"]
             else:
                 reqs = sharegpt_like(args.num_prompts, vocab, args.seed)
+                times = StepTimes() if args.step_times else None
+                if times is not None:
+                    loaded.engine.record_step_times(times).result()
                 r = runs.throughput(engine, reqs)
+                if times is not None:
+                    loaded.engine.record_step_times(None).result()
+                    r["step_times"] = times.summary()
                 dev = loaded.engine.runner.device
                 if dev.type == "cuda":
                     bw = runs.copy_bandwidth(dev)
@@ -108,8 +119,23 @@ def run(args: argparse.Namespace) -> int:
     result[args.kind] = r
     width = max(len(k) for k in r)
     for k, v in r.items():
+        if k == "step_times":
+            continue
         shown = f"{v:.3f}" if isinstance(v, float) else json.dumps(v) if isinstance(v, dict) else v
         print(f"{k:<{width}}  {shown}")
+    if "step_times" in r:
+        _print_step_times(r["step_times"])
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _print_step_times(summary: dict) -> None:
+    pre = summary["with_prompt_tokens"]
+    print(f"\nsteps: {summary['steps']} in {summary['seconds']:.2f} s; with prompt tokens: {pre['steps']} "
+          f"in {pre['seconds']:.2f} s ({pre['prompt_tokens']} prompt tokens)")
+    print(f"{'decode rows':>12} {'steps':>6} {'seconds':>8} {'ms/step':>8} {'rows':>6} {'KV tokens':>10} "
+          f"{'host wait ms':>12}")
+    for b in summary["decode_only"]:
+        print(f"{b['rows']:>12} {b['steps']:>6} {b['seconds']:>8.2f} {b['mean_ms']:>8.2f} {b['mean_rows']:>6.0f} "
+              f"{b['mean_context_tokens']:>10.0f} {b['mean_host_wait_ms']:>12.2f}")

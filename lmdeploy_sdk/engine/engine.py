@@ -23,6 +23,7 @@ import logging
 import queue
 import secrets
 import threading
+import time
 import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from lmdeploy_sdk.engine.runner import ModelRunner, TokenFill
 from lmdeploy_sdk.engine.sampler import SampledTokens, Sampler, SamplingParams, SamplingRow
 from lmdeploy_sdk.engine.scheduler import Scheduler
 from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
+from lmdeploy_sdk.engine.step_times import StepRecord, StepTimes
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.stop_strings import StopStringMatcher
 from lmdeploy_sdk.tokenizer import Tokenizer
@@ -64,6 +66,7 @@ class InFlightStep:
 
     done: list[tuple[Sequence, RequestState]]
     sampled: SampledTokens  # row i belongs to done[i]
+    timing: StepRecord | None = None  # filled while step timings are recorded
 
 
 # (request, sampled token, its logprobs, finish reason from accept)
@@ -107,6 +110,7 @@ class Engine:
         self._prompt_tokens = 0
         self._generated_tokens = 0
         self._inflight: InFlightStep | None = None
+        self._step_times: StepTimes | None = None
         self._commands: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lmdeploy-sdk-engine", daemon=True)
@@ -133,6 +137,10 @@ class Engine:
         else:
             self._commands.put(("call", (fn, fut)))
         return fut
+
+    def record_step_times(self, times: StepTimes | None) -> Future:
+        """Record every following step into `times` (None stops); applied between steps."""
+        return self.call(lambda engine: setattr(engine, "_step_times", times))
 
     def new_session_id(self) -> int:
         return next(self._session_ids)
@@ -359,7 +367,12 @@ class Engine:
         """Wait for a step's tokens and accept them; release requests that end on them."""
         if step is None:
             return []
-        tokens, logprobs = step.sampled.to_host()
+        if step.timing is None:
+            tokens, logprobs = step.sampled.to_host()
+        else:
+            t0 = time.perf_counter()
+            tokens, logprobs = step.sampled.to_host()
+            step.timing.host_wait_s = time.perf_counter() - t0
         accepted = []
         for row, seq, state in self._live(step):
             token = tokens[row]
@@ -384,6 +397,7 @@ class Engine:
                 seq = self.scheduler.waiting[0]  # cannot fit even in an empty cache
                 self._finish(seq.owner, "error", ErrorCode.INPUT_TOO_LONG, "the KV cache is too small for this request")
             return
+        timing = self._step_times.launched(batch) if self._step_times is not None else None
         pairs, offset = [], 0
         for seq, n in batch.items:
             state = seq.owner
@@ -401,7 +415,8 @@ class Engine:
             self.bm.register_full_blocks(seq, len(seq.token_ids) - (seq in fills))
         if done:
             rows = [SamplingRow(seq.owner.sampling, seq.token_ids, seq.owner.num_generated) for seq in done]
-            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], self.sampler.sample(logits, rows))
+            sampled = self.sampler.sample(logits, rows)
+            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], sampled, timing)
 
     def _publish(self, accepted: list[Accepted]) -> None:
         """Detokenize, match stop strings and emit, while the launched step runs."""

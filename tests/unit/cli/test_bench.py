@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lmdeploy_sdk.bench.workload import sharegpt_like
 from lmdeploy_sdk.cli.main import main
 
@@ -31,3 +33,24 @@ def test_latency_and_throughput_json(tokenizer_dir, tmp_path, capsys):
     assert thr["preemptions"] == 0 and thr["kv_cache_blocks"] == 1000
     assert thr["ratio_vs_transformers"] > 0
     assert "output_tok_s" in capsys.readouterr().out
+
+
+def test_throughput_step_times(tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "thr.json"
+    assert main(["bench", "throughput", str(tokenizer_dir), "--shape", "llama-tiny", "--num-prompts", "4",
+                 "--device", "cpu", "--cache-max-entry-count", "1000", "--step-times", "--json", str(out)]) == 0
+    thr = json.loads(out.read_text())["throughput"]
+    steps = thr["step_times"]
+    # every prompt token is computed in a step of its own kind; decode rows make the other tokens
+    assert steps["with_prompt_tokens"]["prompt_tokens"] == thr["input_tokens"]
+    decode_rows = sum(b["steps"] * b["mean_rows"] for b in steps["decode_only"])
+    assert 0 < decode_rows <= thr["output_tokens"]
+    assert steps["steps"] > 1 and 0 < steps["seconds"] <= thr["elapsed_s"]
+    assert all(b["mean_host_wait_ms"] >= 0 and b["mean_context_tokens"] > 0 for b in steps["decode_only"])
+    printed = capsys.readouterr().out
+    assert "decode rows" in printed and "host wait ms" in printed
+
+
+def test_step_times_only_for_throughput(tokenizer_dir):
+    with pytest.raises(SystemExit, match="--step-times applies to `bench throughput`"):
+        main(["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--device", "cpu", "--step-times"])
