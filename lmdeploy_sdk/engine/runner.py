@@ -42,6 +42,24 @@ def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.d
     )
 
 
+def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
+    """Load every kernel module on the GPU now rather than inside the first step that uses it.
+
+    The driver compiles our compute_80 PTX for the GPU at load time (cached on disk only
+    after the first run on a machine); loaded lazily, that stalled the first prompt step
+    of a fresh machine's first run. Only where our kernels will run (a CUDA device, a dtype
+    they serve); raises NativeKernelError if a module fails to load.
+    """
+    if device.type != "cuda":
+        return
+    from lmdeploy_sdk import native
+    from lmdeploy_sdk.native.driver import device_index
+    from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
+
+    if dtype in SUPPORTED_DTYPES and native.native_available():
+        native.load_all_modules(device_index(device))
+
+
 class ModelRunner:
     def __init__(
         self,
@@ -64,6 +82,7 @@ class ModelRunner:
             for _ in range(cfg.num_layers)
         ]
         self.graphs: DecodeGraphs | None = None
+        preload_native_modules(device, dtype)
         if graphs_supported(model, dtype, device):
             self.graphs = DecodeGraphs(model, self.kv_caches, max_batch_size, max_context, block_size, device)
             self.graphs.capture()

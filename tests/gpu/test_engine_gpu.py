@@ -133,3 +133,22 @@ def test_batch_one_decode_runs_the_fused_gemv_kernels(confident_model, monkeypat
     assert names.count("rms_norm_gated_gemv_f16_m1") == names.count("rms_norm_gemv_f16_m1")
     assert names.count("gemv_f16_m1") >= decode_steps * (2 * layers + 1)  # o, down; lm_head
     assert names.count("rope_store_kv_f16") >= (decode_steps + 1) * layers
+
+
+def test_engine_start_loads_every_kernel_module(tiny_model_factory, monkeypatch):
+    """The driver compiles PTX when a module loads: that belongs to start-up, not to the
+    first prompt's step (graphs off, since capturing them would load the decode modules)."""
+    from lmdeploy_sdk.native import driver
+
+    path = tiny_model_factory("LlamaForCausalLM", **SHAPE)
+    monkeypatch.setenv(native.DISABLE_ENV, "0")
+    monkeypatch.setenv(DISABLE_GRAPHS_ENV, "1")
+    native.native_available.cache_clear()
+    driver.device_kernels.cache_clear()  # a fresh loader: nothing loaded by earlier tests
+    cfg = TurbomindEngineConfig(device="cuda", dtype="float16", cache_max_entry_count=64, max_batch_size=4)
+    try:
+        with pipeline(str(path), backend_config=cfg):
+            loaded = set(driver.device_kernels(torch.cuda.current_device())._modules)
+    finally:
+        native.native_available.cache_clear()
+    assert loaded == set(native.PTX_MODULES)
