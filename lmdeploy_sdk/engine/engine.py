@@ -367,11 +367,9 @@ class Engine:
         """Wait for a step's tokens and accept them; release requests that end on them."""
         if step is None:
             return []
-        if step.timing is None:
-            tokens, logprobs = step.sampled.to_host()
-        else:
-            t0 = time.perf_counter()
-            tokens, logprobs = step.sampled.to_host()
+        t0 = time.perf_counter()
+        tokens, logprobs = step.sampled.to_host()
+        if step.timing is not None:
             step.timing.host_wait_s = time.perf_counter() - t0
         accepted = []
         for row, seq, state in self._live(step):
