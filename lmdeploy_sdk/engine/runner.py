@@ -29,17 +29,21 @@ _SCORE_ROWS = 512
 DISABLE_GRAPHS_ENV = "LMDEPLOY_SDK_DISABLE_CUDA_GRAPHS"
 
 
-def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
-    """Decode graphs need every op of the model on our kernels (the reference ops read host lengths)."""
-    if device.type != "cuda" or os.environ.get(DISABLE_GRAPHS_ENV) == "1":
+def native_kernels_run(device: torch.device, dtype: torch.dtype) -> bool:
+    """Our kernels serve this runner's ops: a CUDA device, a dtype they have, and native_available()."""
+    if device.type != "cuda":
         return False
     from lmdeploy_sdk import native
+    from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
 
-    return (
-        native.native_available()
-        and dtype in (torch.float16, torch.bfloat16)
-        and model.config.head_dim in (64, 128)
-    )
+    return dtype in SUPPORTED_DTYPES and native.native_available()
+
+
+def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    """Decode graphs need every op of the model on our kernels (the reference ops read host lengths)."""
+    if os.environ.get(DISABLE_GRAPHS_ENV) == "1":
+        return False
+    return native_kernels_run(device, dtype) and model.config.head_dim in (64, 128)
 
 
 def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
@@ -47,16 +51,13 @@ def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
 
     The driver compiles our compute_80 PTX for the GPU at load time (cached on disk only
     after the first run on a machine); loaded lazily, that stalled the first prompt step
-    of a fresh machine's first run. Only where our kernels will run (a CUDA device, a dtype
-    they serve); raises NativeKernelError if a module fails to load.
+    of a fresh machine's first run. Only where our kernels run (native_kernels_run);
+    raises NativeKernelError if a module fails to load.
     """
-    if device.type != "cuda":
-        return
-    from lmdeploy_sdk import native
-    from lmdeploy_sdk.native.driver import device_index
-    from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
+    if native_kernels_run(device, dtype):
+        from lmdeploy_sdk import native
+        from lmdeploy_sdk.native.driver import device_index
 
-    if dtype in SUPPORTED_DTYPES and native.native_available():
         native.load_all_modules(device_index(device))
 
 
