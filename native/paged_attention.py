@@ -1,4 +1,4 @@
-"""Paged attention on our kernels: decode (split-K + reduce) and prefill (tensor-core tiles).
+"""Paged attention on our kernels: decode (split-K + reduce) and prefill, both on tensor cores.
 
 A pure decode batch (every q_len == 1) runs `paged_attention_decode.ptx`; anything
 else (prefill, chunked prefill, a later turn on a cached prefix) runs
@@ -19,14 +19,16 @@ from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
 HEAD_DIMS = (64, 128)
-DECODE_GROUP_SIZES = (1, 2, 4, 8)  # query heads per CTA the decode kernel is built for
 DECODE_MODULE = "paged_attention_decode"
 DECODE_THREADS = 128
-DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit in the .cu)
+DECODE_MAX_HEADS = 16  # query heads per CTA: the rows of one m16 tile
+DECODE_TILE = 64  # keys per smem tile (kDecodeTile in the .cu)
+DECODE_STAGES = 3  # tiles in the cp.async ring (kDecodeStages)
+DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit)
 # Prefill CTA tiles by head dim, as instantiated in paged_attention_prefill.cu:
 # (warps, query rows per CTA = 32 per warp, keys per smem tile).
 PREFILL_TILES = {64: (4, 128, 128), 128: (4, 128, 64)}
-PREFILL_SMEM_PAD = 8  # elements of padding per smem row (kStride = D + 8 in the .cu)
+SMEM_ROW_PAD = 8  # elements of padding per smem row, both kernels (kStride = D + 8 in the .cu)
 LOG2E = 1.4426950408889634
 
 
@@ -48,15 +50,19 @@ def _served(q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bo
     )
 
 
-def decode_group(group: int) -> tuple[int, int]:
-    """(heads per CTA, kernel variant) for `group` query heads per kv head.
+def decode_heads(group: int) -> int:
+    """Query heads per decode CTA for `group` query heads per kv head.
 
-    A CTA serves the largest divisor of the group that fits the biggest variant (8),
-    so every kv row it reads is shared by as many heads as registers allow.
+    A CTA serves the largest divisor of the group that fits an m16 tile (16 rows), so
+    every kv row it reads is shared by as many heads as it can.
     """
-    heads = max(d for d in range(1, min(group, DECODE_GROUP_SIZES[-1]) + 1) if group % d == 0)
-    variant = next(g for g in DECODE_GROUP_SIZES if g >= heads)
-    return heads, variant
+    return max(d for d in range(1, min(group, DECODE_MAX_HEADS) + 1) if group % d == 0)
+
+
+def decode_smem(head_dim: int, element_size: int) -> int:
+    """Dynamic smem bytes of a decode CTA: the Q tile and the K/V ring, rows padded as in the .cu."""
+    row = (head_dim + SMEM_ROW_PAD) * element_size
+    return (DECODE_MAX_HEADS + DECODE_STAGES * 2 * DECODE_TILE) * row
 
 
 def choose_num_splits(num_ctas: int, max_kv_len: int, resident_ctas: int) -> int:
@@ -109,10 +115,11 @@ def paged_decode(
     q = as_vec8(q)
     batch, num_q_heads, head_dim = q.shape
     num_kv_heads = k_cache.shape[2]
-    heads, variant = decode_group(num_q_heads // num_kv_heads)
+    heads = decode_heads(num_q_heads // num_kv_heads)
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     sfx = driver.dtype_suffix(q.dtype)
-    kernel = f"paged_decode_{sfx}_d{head_dim}_g{variant}"
+    kernel = f"paged_decode_{sfx}_d{head_dim}"
+    shared_mem = decode_smem(head_dim, q.element_size())
     ctas = batch * (num_q_heads // heads)
     if num_splits is not None and num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
@@ -120,7 +127,7 @@ def paged_decode(
         num_splits = 1
     elif num_splits is None:
         index = driver.device_index(q.device)
-        per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS)
+        per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS, shared_mem)
         num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * driver.sm_count(index))
     splits = num_splits
     out = _output(out, q)
@@ -134,6 +141,7 @@ def paged_decode(
         kernel,
         grid=(batch, num_q_heads // heads, splits),
         block=(DECODE_THREADS,),
+        shared_mem=shared_mem,
         args=(
             driver.ptr(out),
             driver.ptr(part_o),
@@ -195,7 +203,7 @@ def paged_prefill(
     warps, tile_m, tile_n = PREFILL_TILES[head_dim]
     q_tiles = math.ceil(meta.max_q_len / tile_m)
     # dynamic smem: the Q tile, one K tile and one V tile of padded rows
-    shared_mem = (tile_m + 2 * tile_n) * (head_dim + PREFILL_SMEM_PAD) * q.element_size()
+    shared_mem = (tile_m + 2 * tile_n) * (head_dim + SMEM_ROW_PAD) * q.element_size()
     driver.launch(
         q.device,
         "paged_attention_prefill",

@@ -1,4 +1,4 @@
-// Thin wrappers over the sm_80 PTX the prefill kernel is built from: cp.async into
+// Thin wrappers over the sm_80 PTX the attention kernels are built from: cp.async into
 // shared memory, ldmatrix, and mma.sync m16n8k16 with fp32 accumulators.
 #pragma once
 

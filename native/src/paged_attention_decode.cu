@@ -1,57 +1,64 @@
-// Decode attention (one new token per sequence) over a paged KV cache.
+// Decode attention (one new token per sequence) over a paged KV cache, on tensor cores.
 //
-// Grid (B, Hq / G, S): one CTA per (sequence, group of G query heads sharing one kv
-// head, split of the context). Each kv row is read once per CTA and used by all G
-// heads. A CTA walks its split in chunks of kChunk tokens:
-//   K pass: D/8 lanes share one token (16-byte loads, the next step's loads in flight
-//           while this one computes), G dot products reduced across the lanes in one
-//           butterfly, logits of all G heads -> smem
-//   softmax stats of the chunk, merged into the running (max, sum) per head
-//   V pass: acc[g][8 d-values] += p * v, rescaled when the running max moves
-// With S > 1 each CTA writes its normalised partial output and (max, sum) in fp32
-// and paged_decode_reduce merges the splits; with S == 1 it writes `out` directly.
-// Logits are kept in the log2 domain (q is pre-scaled by scale * log2(e)).
+// Grid (B, Hq / G, S): one CTA per (sequence, the G <= 16 query heads of one kv head it
+// serves, split of the context). The G heads are the rows of an m16 tile (rows past G
+// are zeros), so Q.K^T and P.V run on mma.sync m16n8k16 as in prefill, and each kv row
+// is read once per CTA whatever the group size. K/V tiles of kDecodeTile keys stream
+// through a kDecodeStages-deep cp.async ring: while one tile is computed the next
+// kDecodeStages - 1 are in flight (a decode step is a pure KV read; bytes in flight per
+// SM are what set its speed). Each of the 4 warps owns 16 keys of every tile and keeps
+// its own online softmax (no CTA barrier inside a tile); the warps' partial results
+// merge through smem at the end. With S > 1 each CTA writes its normalised partial
+// output and (max, sum) in fp32 and paged_decode_reduce merges the splits; with S == 1
+// it writes `out` directly. Scores stay unscaled; the scale (times log2 e) folds into
+// the exp2 argument, and max values are kept in log2 units of the scaled scores.
+#include "mma.cuh"
 #include "paged_cache.cuh"
 
 namespace lmd {
 
 constexpr int kDecodeWarps = 4;
-constexpr int kDecodeChunk = 512;     // tokens whose logits sit in smem at once
+constexpr int kDecodeTile = 16 * kDecodeWarps;  // keys per smem tile, 16 per warp
+constexpr int kDecodeStages = 3;
 constexpr int kDecodeMinSplit = 64;  // never split a context finer than this (small batches want many splits)
 
-// Tokens handled by each of `num_splits` CTAs of a sequence (a multiple of 64).
+// Tokens handled by each of `num_splits` CTAs of a sequence (a multiple of 64, so every
+// split starts on a tile boundary).
 __device__ __forceinline__ int decode_split_len(int kv_len, int num_splits) {
   int len = (kv_len + num_splits - 1) / num_splits;
   len = max(len, kDecodeMinSplit);
   return (len + 63) & ~63;
 }
 
-template <typename T, int D, int GMAX, int U, bool LOWREG>
+// Dynamic smem: the Q tile [16, D + 8] then kDecodeStages x {K, V} [kDecodeTile, D + 8]
+// (rows padded by 16 bytes: ldmatrix and cp.async are bank-conflict free); after the
+// main loop the ring is reused for the warps' fp32 O [warps, 16, D + 8] and (max, sum).
+template <typename T, int D>
 __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restrict__ part_o,
-                                             float* __restrict__ part_ml,
-                                             const T* __restrict__ q, const T* __restrict__ k_cache,
+                                             float* __restrict__ part_ml, const T* __restrict__ q,
+                                             const T* __restrict__ k_cache,
                                              const T* __restrict__ v_cache,
                                              const int* __restrict__ kv_lens,
-                                             const int* __restrict__ block_tables,
-                                             int bt_stride, int64_t q_stride_t, int64_t q_stride_h,
-                                             int num_q_heads, int num_kv_heads, int group_heads,
-                                             int block_size, int block_shift, float scale_log2) {
+                                             const int* __restrict__ block_tables, int bt_stride,
+                                             int64_t q_stride_t, int64_t q_stride_h, int num_q_heads,
+                                             int num_kv_heads, int group_heads, int block_size,
+                                             int block_shift, float scale_log2) {
   // q: [B, Hq, D] (strided); caches: [num_blocks, block_size, Hkv, D]; out: [B, Hq, D];
-  // part_o: [B, Hq, S, D] fp32; part_ml: [B, Hq, S, 2] fp32 (running max in log2 units, sum)
+  // part_o: [B, Hq, S, D] fp32; part_ml: [B, Hq, S, 2] fp32 (max in log2 units, sum)
   constexpr int kThreads = kDecodeWarps * 32;
-  constexpr int kLanesPerToken = D / 8;
-  constexpr int kTokensPerWarp = 32 / kLanesPerToken;
-  constexpr int kTokensPerIter = kDecodeWarps * kTokensPerWarp;
-  constexpr int kStep = kTokensPerIter * U;
-  // LOWREG parks the accumulators in smem between chunks and reloads q per chunk, so
-  // q (K pass) and acc (V pass) never hold registers at the same time.
-  constexpr int kChunk = (LOWREG && GMAX == 8) ? kDecodeChunk / 2 : kDecodeChunk;
-  constexpr int kAccFloats = LOWREG ? GMAX * 8 * kThreads : 1;
-  constexpr int kRedFloats = kDecodeWarps * GMAX * D;
-  static_assert(kRedFloats <= (LOWREG ? kAccFloats : GMAX * kChunk), "final reduction scratch");
-  __shared__ float s_logits[GMAX * kChunk];  // [GMAX, chunk]
-  __shared__ float s_acc[kAccFloats];        // [GMAX * 8, threads]
-  __shared__ float s_chunk_max[GMAX], s_chunk_sum[GMAX], s_l[GMAX];
+  constexpr int kTile = kDecodeTile;
+  constexpr int kStages = kDecodeStages;
+  constexpr int kChunks = D / 8;  // 16-byte chunks per row
+  constexpr int kStride = D + 8;  // padded smem row, elements
+  constexpr int kRowStep = kThreads / kChunks;  // rows one pass of the CTA copies
+  constexpr int kOStride = D + 8;               // padded fp32 row of the epilogue's O
+  static_assert(sizeof(T) == 2 && D % 16 == 0, "m16n8k16 tiles");
+  static_assert(kTile % kRowStep == 0 && 16 % kRowStep == 0, "tiles copy in whole passes");
+  static_assert(kDecodeWarps * 16 * (kOStride + 2) * 4 <= kStages * 2 * kTile * kStride * 2,
+                "the epilogue's scratch fits in the ring");
+  extern __shared__ __align__(128) unsigned char smem[];
+  T* s_q = reinterpret_cast<T*>(smem);  // [16, kStride]
+  T* s_ring = s_q + 16 * kStride;       // [kStages][K | V][kTile, kStride]
 
   const int b = blockIdx.x, split = blockIdx.z, num_splits = gridDim.z;
   const int G = group_heads;
@@ -62,211 +69,196 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   const int start = split * split_len;
   if (start >= kv_len) return;  // idle split: the reduce kernel skips it
   const int end = min(kv_len, start + split_len);
-
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int slot = warp * kTokensPerWarp + lane / kLanesPerToken;  // token slot in an iteration
-  const int lane_in_token = lane % kLanesPerToken;
-  const int dpos = lane_in_token * 8;
+  const int num_tiles = (end - start + kTile - 1) / kTile;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int* bt = block_tables + static_cast<int64_t>(b) * bt_stride;
-  const int64_t row_elems = static_cast<int64_t>(num_kv_heads) * D;
-  const int kv_row = kv_head * D + dpos;
+  const uint32_t cache_row_bytes = num_kv_heads * D * sizeof(T);  // all kv heads of a token
 
-  float qf[GMAX][8];  // this lane's 8 d-values of each head's query, pre-scaled
-  auto load_q = [&]() {
+  // Copies: thread tid moves 16-byte chunk tid % kChunks of rows tid / kChunks + i * kRowStep.
+  const int ld_row = tid / kChunks, ld_chunk = tid % kChunks;
+  const int ld_dst = ld_row * kStride + ld_chunk * 8;  // smem element offset in a tile
 #pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      if (g < G) {
-        const uint4* qp = reinterpret_cast<const uint4*>(q + b * q_stride_t + (h0 + g) * q_stride_h + dpos);
-        // asm volatile: a per-chunk reload must not be hoisted out of the chunk loop
-        const uint4 raw = LOWREG ? load_16_volatile(qp) : *qp;
-        unpack8<T>(raw, qf[g]);
-#pragma unroll
-        for (int i = 0; i < 8; ++i) qf[g][i] *= scale_log2;
-      } else {
-#pragma unroll
-        for (int i = 0; i < 8; ++i) qf[g][i] = 0.f;
-      }
-    }
-  };
-  float acc[GMAX][8];
-  float run_max[GMAX], run_sum[GMAX];
-#pragma unroll
-  for (int g = 0; g < GMAX; ++g) {
-    run_max[g] = -INFINITY;
-    run_sum[g] = 0.f;
-#pragma unroll
-    for (int i = 0; i < 8; ++i) acc[g][i] = 0.f;
+  for (int i = 0; i < 16 / kRowStep; ++i) {
+    const int r = ld_row + i * kRowStep;
+    const bool valid = r < G;  // rows past the group are zero-filled
+    const T* src = q + b * q_stride_t + (h0 + (valid ? r : 0)) * q_stride_h + ld_chunk * 8;
+    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
   }
-  if (!LOWREG) load_q();
+  // Byte offset of this thread's chunk inside a cache row (same for K and V).
+  const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
+  // K and V of tile `tile` into its ring stage. Keys past the split's end are zero-filled
+  // (their scores are masked; P.V must not meet NaN garbage).
+  auto load_tile = [&](int tile) {
+    T* dst_k = s_ring + (tile % kStages) * 2 * kTile * kStride + ld_dst;
+    T* dst_v = dst_k + kTile * kStride;
+    const int n0 = start + tile * kTile;
+    const int n = n0 + ld_row;  // this thread's first key
+    if (block_shift >= 0 && block_size >= kTile) {
+      // Power-of-two blocks of kTile keys or more hold whole tiles (n0 is a multiple of
+      // kTile): one block-table lookup per tile, rows at a fixed stride.
+      const uint32_t tok =
+          static_cast<uint32_t>(bt[n0 >> block_shift]) * block_size + (n & (block_size - 1));
+      const uint64_t off = static_cast<uint64_t>(tok) * cache_row_bytes + ld_src;
+      const char* src_k = reinterpret_cast<const char*>(k_cache) + off;
+      const char* src_v = reinterpret_cast<const char*>(v_cache) + off;
+#pragma unroll
+      for (int i = 0; i < kTile / kRowStep; ++i) {
+        const int bytes = n + i * kRowStep < end ? 16 : 0;
+        const uint64_t step = static_cast<uint64_t>(i * kRowStep) * cache_row_bytes;
+        cp_async_16(dst_k + i * kRowStep * kStride, src_k + step, bytes);
+        cp_async_16(dst_v + i * kRowStep * kStride, src_v + step, bytes);
+      }
+      return;
+    }
+    // Smaller blocks: one lookup per row; rows past the end read key 0's entry (always there).
+#pragma unroll
+    for (int i = 0; i < kTile / kRowStep; ++i) {
+      const bool valid = n + i * kRowStep < end;
+      const int64_t tok = token_row(bt, valid ? n + i * kRowStep : 0, block_size, block_shift);
+      const uint64_t off = static_cast<uint64_t>(tok) * cache_row_bytes + ld_src;
+      cp_async_16(dst_k + i * kRowStep * kStride, reinterpret_cast<const char*>(k_cache) + off,
+                  valid ? 16 : 0);
+      cp_async_16(dst_v + i * kRowStep * kStride, reinterpret_cast<const char*>(v_cache) + off,
+                  valid ? 16 : 0);
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < num_tiles) load_tile(s);
+    cp_async_commit();  // one group per stage (the first also holds Q), empty past the end
+  }
 
-  // Loads of U tokens per thread (16 bytes each) for step `it` of a pass over the chunk.
-  auto load_step = [&](uint4 (&dst)[U], const T* __restrict__ cache, int c0, int n, int it) {
+  // ldmatrix x4 addresses (as in prefill): lane l gives row l % 8 of 8x8 matrix l / 8 of
+  // a 16x16 block (rows 0-7 / 8-15 x columns 0-7, then x columns 8-15). Q -> A fragment;
+  // K (keys x D) -> r0 r2 = b0 b1 of keys 0-7, r1 r3 of keys 8-15; V (keys x D, .trans)
+  // -> r0 r1 = b0 b1 of D columns dn..dn+7, r2 r3 of dn+8..dn+15.
+  const int frag_off = ((lane % 8) + ((lane / 8) % 2) * 8) * kStride + (lane / 16) * 8;
+  uint32_t qa[D / 16][4];  // Q as A fragments, loaded once
+  float o[D / 8][4];       // C fragments of O [16 rows, D]
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int tt = it + u * kTokensPerIter + slot;
-      if (tt < n) {
-        const int64_t tok = token_row(bt, c0 + tt, block_size, block_shift);
-        dst[u] = *reinterpret_cast<const uint4*>(cache + tok * row_elems + kv_row);
-      } else {
-        dst[u] = make_uint4(0, 0, 0, 0);
-      }
+  for (int dn = 0; dn < D / 8; ++dn)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) o[dn][e] = 0.f;
+  // This thread's rows: half h is row h * 8 + lane / 4. Raw-score max; per-lane partial sum.
+  float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
+
+  for (int tile = 0; tile < num_tiles; ++tile) {
+    cp_async_wait<kStages - 2>();  // this thread's copies of `tile` landed
+    __syncthreads();               // everyone's did; every warp is done with tile - 1's stage
+    if (tile == 0) {
+#pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(qa[kk], s_q + frag_off + kk * 16);
     }
-  };
-  // logits[g][tt] = q_g . k_tt for the U tokens of one step
-  auto logits_step = [&](const uint4 (&kraw)[U], int n, int it) {
+    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1);  // into tile - 1's stage
+    cp_async_commit();
+    const int key0 = start + tile * kTile + warp * 16;  // this warp's first key
+    if (key0 >= end) continue;                          // warp-uniform: only in the last tile
+    const T* s_k = s_ring + (tile % kStages) * 2 * kTile * kStride + warp * 16 * kStride;
+    const T* s_v = s_k + kTile * kStride;
+
+    float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};  // S = Q K^T: [16 rows, 16 keys]
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int tt = it + u * kTokensPerIter + slot;
-      float kf[8];
-      unpack8<T>(kraw[u], kf);
-      float s[GMAX];
-#pragma unroll
-      for (int g = 0; g < GMAX; ++g) {
-        s[g] = 0.f;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) s[g] = fmaf(qf[g][i], kf[i], s[g]);
-      }
-      const ButterflyResult r = butterfly_sum<GMAX, kLanesPerToken>(s, lane_in_token);
-      if (tt < n && r.writer && r.head < G) s_logits[r.head * kChunk + tt] = r.value;
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t kb[4];
+      ldmatrix_x4(kb, s_k + frag_off + kk * 16);
+      mma_16816(s[0], qa[kk], kb[0], kb[2], T());
+      mma_16816(s[1], qa[kk], kb[1], kb[3], T());
     }
-  };
-  // acc[g] += p[g][tt] * v_tt for the U tokens of one step
-  auto values_step = [&](const uint4 (&vraw)[U], int n, int it) {
+    if (key0 + 16 > end) {  // key key0 + jn * 8 + (lane % 4) * 2 + (e & 1) past the end
+      const int lim = end - key0 - (lane % 4) * 2;
 #pragma unroll
-    for (int u = 0; u < U; ++u) {
-      const int tt = it + u * kTokensPerIter + slot;
-      if (tt < n) {
-        float vf[8];
-        unpack8<T>(vraw[u], vf);
+      for (int jn = 0; jn < 2; ++jn)
 #pragma unroll
-        for (int g = 0; g < GMAX; ++g) {
-          if (g < G) {
-            const float p = s_logits[g * kChunk + tt];
+        for (int e = 0; e < 4; ++e)
+          if (jn * 8 + (e & 1) >= lim) s[jn][e] = -INFINITY;
+    }
+    // Online softmax (a row lives in the 4 lanes of a quad).
 #pragma unroll
-            for (int i = 0; i < 8; ++i) acc[g][i] = fmaf(p, vf[i], acc[g][i]);
-          }
+    for (int half = 0; half < 2; ++half) {
+      float mx = fmaxf(fmaxf(s[0][2 * half], s[0][2 * half + 1]), fmaxf(s[1][2 * half], s[1][2 * half + 1]));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+      const float new_max = fmaxf(row_max[half], mx);  // finite: the warp's first key is valid
+      const float base = new_max * scale_log2;
+      const float alpha = exp2f(row_max[half] * scale_log2 - base);  // 0 on the warp's first tile
+      row_max[half] = new_max;
+      float sum = 0.f;
+#pragma unroll
+      for (int jn = 0; jn < 2; ++jn)
+#pragma unroll
+        for (int e = 2 * half; e < 2 * half + 2; ++e) {
+          s[jn][e] = exp2f(fmaf(s[jn][e], scale_log2, -base));
+          sum += s[jn][e];
         }
+      row_sum[half] = row_sum[half] * alpha + sum;  // quad-reduced at the end
+#pragma unroll
+      for (int dn = 0; dn < D / 8; ++dn) {
+        o[dn][2 * half] *= alpha;
+        o[dn][2 * half + 1] *= alpha;
       }
     }
-  };
-
-  uint4 cur[U], nxt[U];
-  for (int c0 = start; c0 < end; c0 += kChunk) {
-    const int n = min(kChunk, end - c0);
-
-    // K pass; the next step's loads are in flight while this step computes
-    if (LOWREG) load_q();
-    load_step(cur, k_cache, c0, n, 0);
-    for (int it = 0; it < n; it += kStep) {
-      if (it + kStep < n) load_step(nxt, k_cache, c0, n, it + kStep);
-      logits_step(cur, n, it);
+    // P's C fragments become the A fragment of the 16 keys (keys 0-7 -> a0 a1, 8-15 -> a2 a3).
+    const uint32_t pa[4] = {pack2(s[0][0], s[0][1], T()), pack2(s[0][2], s[0][3], T()),
+                            pack2(s[1][0], s[1][1], T()), pack2(s[1][2], s[1][3], T())};
 #pragma unroll
-      for (int u = 0; u < U; ++u) cur[u] = nxt[u];
+    for (int dn = 0; dn < D / 8; dn += 2) {  // O += P V
+      uint32_t vb[4];
+      ldmatrix_x4_trans(vb, s_v + frag_off + dn * 8);
+      mma_16816(o[dn], pa, vb[0], vb[1], T());
+      mma_16816(o[dn + 1], pa, vb[2], vb[3], T());
     }
-    load_step(cur, v_cache, c0, n, 0);  // V's first loads overlap the softmax
-    __syncthreads();
-
-    // chunk softmax: warp w owns heads g = w, w + warps, ...; p = exp2(logit - new max)
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      if (g < G && g % kDecodeWarps == warp) {
-        float* row = s_logits + g * kChunk;
-        float mx = -INFINITY;
-        for (int t = lane; t < n; t += 32) mx = fmaxf(mx, row[t]);
-        mx = warp_max(mx);
-        const float new_max = fmaxf(run_max[g], mx);
-        float sum = 0.f;
-        for (int t = lane; t < n; t += 32) {
-          const float p = exp2f(row[t] - new_max);
-          row[t] = p;
-          sum += p;
-        }
-        sum = warp_sum(sum);
-        if (lane == 0) {
-          s_chunk_max[g] = mx;
-          s_chunk_sum[g] = sum;
-        }
-      }
-    }
-    __syncthreads();
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      const float new_max = fmaxf(run_max[g], s_chunk_max[g]);
-      const float alpha = exp2f(run_max[g] - new_max);  // 0 on the first chunk
-      if (g < G) {
-        run_sum[g] = run_sum[g] * alpha + s_chunk_sum[g];
-        run_max[g] = new_max;
-      }
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        if (LOWREG) acc[g][i] = c0 == start ? 0.f : s_acc[(g * 8 + i) * kThreads + threadIdx.x];
-        acc[g][i] *= alpha;
-      }
-    }
-
-    // V pass
-    for (int it = 0; it < n; it += kStep) {
-      if (it + kStep < n) load_step(nxt, v_cache, c0, n, it + kStep);
-      values_step(cur, n, it);
-#pragma unroll
-      for (int u = 0; u < U; ++u) cur[u] = nxt[u];
-    }
-    if (LOWREG) {
-#pragma unroll
-      for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-        for (int i = 0; i < 8; ++i) s_acc[(g * 8 + i) * kThreads + threadIdx.x] = acc[g][i];
-    }
-    __syncthreads();  // the next chunk overwrites s_logits
   }
-  if (LOWREG) {
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-      for (int i = 0; i < 8; ++i) acc[g][i] = s_acc[(g * 8 + i) * kThreads + threadIdx.x];
-    __syncthreads();  // s_acc becomes the reduction scratch below
-  }
+  cp_async_wait<0>();
+  __syncthreads();  // the ring becomes the epilogue's scratch
 
-  // Sum the token slots of each warp, then the warps, through smem.
+  // Merge the warps: per row, M = max_w m_w; O = sum_w 2^(m_w - M) O_w; l likewise.
+  float* s_o = reinterpret_cast<float*>(s_ring);     // [warps, 16, kOStride]
+  float* s_m = s_o + kDecodeWarps * 16 * kOStride;   // [warps, 16] raw-score max
+  float* s_l = s_m + kDecodeWarps * 16;              // [warps, 16] sum
 #pragma unroll
-  for (int g = 0; g < GMAX; ++g)
-#pragma unroll
-    for (int i = 0; i < 8; ++i)
-#pragma unroll
-      for (int off = kLanesPerToken; off < 32; off <<= 1)
-        acc[g][i] += __shfl_xor_sync(0xffffffffu, acc[g][i], off);
-  float* red = LOWREG ? s_acc : s_logits;  // [warps, GMAX, D]
-  if (lane < kLanesPerToken) {
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g)
-      if (g < G) {
-        float* dst = red + (warp * GMAX + g) * D + dpos;
-#pragma unroll
-        for (int i = 0; i < 8; ++i) dst[i] = acc[g][i];
-      }
-  }
-  if (threadIdx.x == 0) {
-#pragma unroll
-    for (int g = 0; g < GMAX; ++g) {
-      s_l[g] = run_sum[g];
-      s_chunk_max[g] = run_max[g];
+  for (int half = 0; half < 2; ++half) {
+    float sum = row_sum[half];
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+    if (lane % 4 == 0) {
+      s_m[warp * 16 + half * 8 + lane / 4] = row_max[half];
+      s_l[warp * 16 + half * 8 + lane / 4] = sum;
     }
   }
   __syncthreads();
-  for (int idx = threadIdx.x; idx < G * D; idx += kThreads) {
-    const int g = idx / D, d = idx % D;
-    float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < kDecodeWarps; ++w) v += red[(w * GMAX + g) * D + d];
-    v /= s_l[g];
-    const int64_t bh = static_cast<int64_t>(b) * num_q_heads + h0 + g;
+  for (int half = 0; half < 2; ++half) {
+    const int r = half * 8 + lane / 4;
+    if (r >= G) continue;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) m = fmaxf(m, s_m[w * 16 + r]);
+    const float c = exp2f((row_max[half] - m) * scale_log2);  // 0 for a warp that saw no key
+    float* dst = s_o + (warp * 16 + r) * kOStride + (lane % 4) * 2;
+#pragma unroll
+    for (int dn = 0; dn < D / 8; ++dn)
+      *reinterpret_cast<float2*>(dst + dn * 8) = make_float2(o[dn][2 * half] * c, o[dn][2 * half + 1] * c);
+  }
+  __syncthreads();
+  for (int idx = tid; idx < G * D; idx += kThreads) {
+    const int r = idx / D, d = idx % D;
+    float m = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) m = fmaxf(m, s_m[w * 16 + r]);
+    float v = 0.f, l = 0.f;
+#pragma unroll
+    for (int w = 0; w < kDecodeWarps; ++w) {
+      v += s_o[(w * 16 + r) * kOStride + d];
+      l += s_l[w * 16 + r] * exp2f((s_m[w * 16 + r] - m) * scale_log2);
+    }
+    const int64_t bh = static_cast<int64_t>(b) * num_q_heads + h0 + r;
     if (num_splits == 1) {
-      out[bh * D + d] = from_float<T>(v);
+      out[bh * D + d] = from_float<T>(v / l);
     } else {
-      part_o[(bh * num_splits + split) * D + d] = v;
+      part_o[(bh * num_splits + split) * D + d] = v / l;
       if (d == 0) {
-        part_ml[(bh * num_splits + split) * 2] = s_chunk_max[g];
-        part_ml[(bh * num_splits + split) * 2 + 1] = s_l[g];
+        part_ml[(bh * num_splits + split) * 2] = m * scale_log2;
+        part_ml[(bh * num_splits + split) * 2 + 1] = l;
       }
     }
   }
@@ -299,26 +291,19 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
 
 }  // namespace lmd
 
-// U: tokens in flight per thread; LOWREG: see paged_decode; MINB: CTAs per SM to fit.
-#define LMD_DECODE_KERNEL_X(T, SUFFIX, D, G, U, LOWREG, NAME, MINB)                             \
-  extern "C" __global__ void __launch_bounds__(lmd::kDecodeWarps * 32, MINB)                    \
-      NAME(                                                                                     \
-          T* out, float* part_o, float* part_ml, const T* q, const T* k_cache, const T* v_cache, \
-          const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,        \
-          int64_t q_stride_h, int num_q_heads, int num_kv_heads, int group_heads,                \
-          int block_size, int block_shift, float scale_log2) {                                  \
-    lmd::paged_decode<T, D, G, U, LOWREG>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens,   \
-                                          block_tables, bt_stride, q_stride_t, q_stride_h,      \
-                                          num_q_heads, num_kv_heads, group_heads, block_size,   \
-                                          block_shift, scale_log2);                             \
+// 4 warps; 2 CTAs per SM at D = 128 on an H100 (Q and the 3-stage ring: 106 KiB of smem a CTA).
+#define LMD_DECODE_KERNEL(T, SUFFIX, D)                                                          \
+  extern "C" __global__ void __launch_bounds__(lmd::kDecodeWarps * 32, 2)                        \
+      paged_decode_##SUFFIX##_d##D(T* out, float* part_o, float* part_ml, const T* q,             \
+                                   const T* k_cache, const T* v_cache, const int* kv_lens,        \
+                                   const int* block_tables, int bt_stride, int64_t q_stride_t,    \
+                                   int64_t q_stride_h, int num_q_heads, int num_kv_heads,         \
+                                   int group_heads, int block_size, int block_shift,              \
+                                   float scale_log2) {                                            \
+    lmd::paged_decode<T, D>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens, block_tables,    \
+                            bt_stride, q_stride_t, q_stride_h, num_q_heads, num_kv_heads,         \
+                            group_heads, block_size, block_shift, scale_log2);                    \
   }
-
-// Measured on H100 (B=32, ctx 4096, D=128): G <= 4 runs best with 4 tokens in flight
-// per thread and <= 128 registers (4 CTAs/SM); G = 8 needs LOWREG and 2 tokens to reach
-// 4 CTAs/SM at all.
-#define LMD_DECODE_KERNEL(T, SUFFIX, D, G)                                  \
-  LMD_DECODE_KERNEL_X(T, SUFFIX, D, G, (G == 8 ? 2 : 4), (G == 8),          \
-                      paged_decode_##SUFFIX##_d##D##_g##G, 4)
 
 #define LMD_DECODE_REDUCE_KERNEL(T, SUFFIX, D)                                                  \
   extern "C" __global__ void __launch_bounds__(D) paged_decode_reduce_##SUFFIX##_d##D(          \
@@ -327,14 +312,11 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
     lmd::paged_decode_reduce<T, D>(out, part_o, part_ml, kv_lens, num_q_heads, num_splits);     \
   }
 
-#define LMD_DECODE_ALL_G(T, SUFFIX, D) \
-  LMD_DECODE_KERNEL(T, SUFFIX, D, 1)   \
-  LMD_DECODE_KERNEL(T, SUFFIX, D, 2)   \
-  LMD_DECODE_KERNEL(T, SUFFIX, D, 4)   \
-  LMD_DECODE_KERNEL(T, SUFFIX, D, 8)   \
+#define LMD_DECODE_ALL(T, SUFFIX, D) \
+  LMD_DECODE_KERNEL(T, SUFFIX, D)     \
   LMD_DECODE_REDUCE_KERNEL(T, SUFFIX, D)
 
-LMD_DECODE_ALL_G(__half, f16, 64)
-LMD_DECODE_ALL_G(__half, f16, 128)
-LMD_DECODE_ALL_G(__nv_bfloat16, bf16, 64)
-LMD_DECODE_ALL_G(__nv_bfloat16, bf16, 128)
+LMD_DECODE_ALL(__half, f16, 64)
+LMD_DECODE_ALL(__half, f16, 128)
+LMD_DECODE_ALL(__nv_bfloat16, bf16, 64)
+LMD_DECODE_ALL(__nv_bfloat16, bf16, 128)

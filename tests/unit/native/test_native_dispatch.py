@@ -92,9 +92,9 @@ def test_vec8_ready():
     assert layout.vec8_ready(layout.as_vec8(base[:, 1:17]))
 
 
-@pytest.mark.parametrize("group, expected", [(1, (1, 1)), (4, (4, 4)), (7, (7, 8)), (12, (6, 8)), (16, (8, 8)), (3, (3, 4))])
-def test_decode_group(group, expected):
-    assert native_attention.decode_group(group) == expected
+@pytest.mark.parametrize("group, expected", [(1, 1), (4, 4), (7, 7), (12, 12), (16, 16), (32, 16), (24, 12), (17, 1)])
+def test_decode_heads(group, expected):
+    assert native_attention.decode_heads(group) == expected
 
 
 def test_choose_num_splits():
