@@ -18,19 +18,25 @@ def is_token_ids(x: Any) -> bool:
 
 
 def split_batch(prompts: Any) -> tuple[list[Prompt], bool]:
-    """(list of single prompts, whether the input was one prompt). Raises TypeError on other shapes."""
-    if isinstance(prompts, str) or is_messages(prompts):
+    """(list of single prompts, whether the input was one prompt). Raises TypeError on other shapes.
+
+    A prompt is a str, a conversation (list of message dicts) or token ids (list of ints,
+    taken as they are: no chat template).
+    """
+    if isinstance(prompts, str) or is_messages(prompts) or is_token_ids(prompts):
         return [prompts], True
     if isinstance(prompts, (list, tuple)):
         items = list(prompts)
         for i, p in enumerate(items):
-            if not (isinstance(p, str) or is_messages(p)):
+            if not (isinstance(p, str) or is_messages(p) or is_token_ids(p)):
                 raise TypeError(
-                    f"prompt {i} is a {type(p).__name__}; expected a str or a list of message dicts"
+                    f"prompt {i} is a {type(p).__name__}; expected a str, a list of message dicts "
+                    "or a list of token ids"
                 )
         return items, False
     raise TypeError(
-        f"prompts must be a str, a list of str, a list of message dicts or a list of those; got {type(prompts).__name__}"
+        "prompts must be a str, a list of message dicts, a list of token ids or a list of those; "
+        f"got {type(prompts).__name__}"
     )
 
 

@@ -2,6 +2,10 @@
 
 Requests go to the engine thread; results come back through a thread-safe queue,
 so a Pipeline works from plain scripts and notebooks without an event loop.
+`infer` folds each request's deltas on the engine thread and hands over only the
+finished response: a per-token handover wakes the caller's thread once per token
+of every request, and at hundreds of requests that thread's share of the GIL
+delayed the engine's next launch enough to leave the GPU idle.
 """
 from __future__ import annotations
 
@@ -27,15 +31,38 @@ GenConfigs = GenerationConfig | list[GenerationConfig] | None
 def _merge(acc: Response, delta: Response) -> None:
     """Fold a streamed delta into the accumulated response of the same request."""
     acc.text += delta.text
+    _merge_all_but_text(acc, delta)
+
+
+def _merge_all_but_text(acc: Response, delta: Response) -> None:
     acc.token_ids += delta.token_ids
     if delta.logprobs is not None:
-        acc.logprobs = (acc.logprobs or []) + delta.logprobs
+        if acc.logprobs is None:
+            acc.logprobs = []
+        acc.logprobs += delta.logprobs
     acc.generate_token_len = delta.generate_token_len
     acc.input_token_len = delta.input_token_len
     acc.cached_tokens = delta.cached_tokens
     acc.finish_reason = delta.finish_reason
     acc.error_code = delta.error_code
     acc.error_message = delta.error_message
+
+
+class _FoldDeltas:
+    """An engine-thread emit that folds a request's deltas and puts (rid, index, response)
+    on `out` once, when it finishes. Text pieces are joined at the end (no quadratic +=)."""
+
+    def __init__(self, rid: str, index: int, out: queue.Queue) -> None:
+        self._rid, self._index, self._out = rid, index, out
+        self._text: list[str] = []
+        self._acc = Response(index=index, token_ids=[])
+
+    def __call__(self, delta: Response) -> None:
+        self._text.append(delta.text)
+        _merge_all_but_text(self._acc, delta)
+        if delta.finish_reason is not None:
+            self._acc.text = "".join(self._text)
+            self._out.put((self._rid, self._index, self._acc))
 
 
 class Pipeline:
@@ -46,9 +73,13 @@ class Pipeline:
         chat_template_config: ChatTemplateConfig | None = None,
         log_level: str = "WARNING",
         model_name: str | None = None,
+        *,
+        loaded: LoadedModel | None = None,
     ):
+        """Load a model, or (loaded=...) run on one already loaded (closed by its owner, not here)."""
         logging.getLogger("lmdeploy_sdk").setLevel(log_level)
-        self._loaded: LoadedModel = load(model_path, backend_config, chat_template_config, model_name)
+        self._loaded: LoadedModel = loaded or load(model_path, backend_config, chat_template_config, model_name)
+        self._owns = loaded is None
         self.model_name = self._loaded.model_name
         self.tokenizer = self._loaded.tokenizer
         self.session_len = self._loaded.session_len
@@ -85,9 +116,10 @@ class Pipeline:
 
     def _submit(
         self, prompt: Any, cfg: GenerationConfig, index: int, out: queue.Queue, do_preprocess: bool,
-        session_id: int | None = None,
+        session_id: int | None = None, stream: bool = True,
     ) -> list[str]:
-        """Submit n requests for one prompt; outputs go to `out` as (request_id, index, delta)."""
+        """Submit n requests for one prompt; outputs go to `out` as (request_id, index, delta),
+        or with stream=False as (request_id, index, whole response) once each finishes."""
         rids = []
         try:
             ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
@@ -105,16 +137,22 @@ class Pipeline:
             def emit(resp: Response, rid=rid) -> None:
                 out.put((rid, index, resp))
 
-            self._engine.submit(Request(rid, ids, one, emit, session_id))
+            self._engine.submit(Request(rid, ids, one, emit if stream else _FoldDeltas(rid, index, out), session_id))
         return rids
 
     def _run(self, items: list[Any], cfgs: list[GenerationConfig], do_preprocess: bool,
-             session_id: int | None = None) -> Iterator[tuple[str, int, Response]]:
-        """Submit everything, then yield (request_id, prompt index, delta) until all finish."""
+             session_id: int | None = None, stream: bool = True,
+             submitted: list[str] | None = None) -> Iterator[tuple[str, int, Response]]:
+        """Submit everything, then yield (request_id, prompt index, delta) until all finish
+        (stream=False: one whole response per request). `submitted` gets the request ids in
+        submission order."""
         out: queue.Queue = queue.Queue()
         pending: set[str] = set()
         for i, (p, c) in enumerate(zip(items, cfgs)):
-            pending.update(self._submit(p, c, i, out, do_preprocess, session_id))
+            rids = self._submit(p, c, i, out, do_preprocess, session_id, stream)
+            pending.update(rids)
+            if submitted is not None:
+                submitted += rids
         try:
             while pending:
                 rid, index, delta = out.get()
@@ -136,19 +174,15 @@ class Pipeline:
         """Generate for one prompt or a batch. n > 1 gives n responses per prompt, in prompt order."""
         items, single = prompts.split_batch(prompts_)
         cfgs = self._gen_configs(gen_config, len(items), kw)
+        order: list[str] = []  # request ids as submitted: prompt order, samples in order
         results: dict[str, Response] = {}
-        order: list[str] = []
         bar = tqdm(total=sum(c.n for c in cfgs), desc="generating", disable=not use_tqdm)
-        for rid, index, delta in self._run(items, cfgs, do_preprocess):
-            if rid not in results:
-                results[rid] = Response(index=index, token_ids=[])
-                order.append(rid)
-            _merge(results[rid], delta)
-            if delta.finish_reason is not None:
-                bar.update(1)
+        for rid, index, response in self._run(items, cfgs, do_preprocess, stream=False, submitted=order):
+            response.index = index
+            results[rid] = response
+            bar.update(1)
         bar.close()
-        ordered = sorted(order, key=lambda r: results[r].index)  # stable: samples keep their order
-        responses = [results[r] for r in ordered]
+        responses = [results[r] for r in order]
         return responses[0] if single and len(responses) == 1 else responses
 
     __call__ = infer
@@ -216,7 +250,8 @@ class Pipeline:
         return [self._engine.call(lambda e, ids=ids: score(e, ids)).result() for ids in batch]
 
     def close(self) -> None:
-        self._loaded.close()
+        if self._owns:
+            self._loaded.close()
 
     def __enter__(self) -> "Pipeline":
         return self

@@ -8,7 +8,9 @@ import torch
 
 from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.bench.workload import BenchRequest
+from lmdeploy_sdk.engine.factory import LoadedModel
 from lmdeploy_sdk.messages import GenerationConfig
+from lmdeploy_sdk.sync_pipeline import Pipeline
 
 
 def copy_bandwidth(device: torch.device, nbytes: int = 2 * 2**30, iters: int = 10) -> float:
@@ -24,10 +26,10 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2 * 2**30, iters: int = 1
     return 2 * src.numel() * iters / (time.perf_counter() - t)
 
 
-def step_weight_bytes(engine: AsyncEngine) -> int:
+def step_weight_bytes(loaded: LoadedModel) -> int:
     """Weight bytes one decode step must read: every weight but the embedding table, of
     which a step reads one row per token (unless it doubles as the LM head)."""
-    model = engine._loaded.engine.runner.model
+    model = loaded.engine.runner.model
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
     if model.lm_head is not None:
         embed = model.model.embed_tokens.weight
@@ -35,16 +37,16 @@ def step_weight_bytes(engine: AsyncEngine) -> int:
     return weights
 
 
-def kv_bytes_per_token(engine: AsyncEngine) -> int:
+def kv_bytes_per_token(loaded: LoadedModel) -> int:
     """KV-cache bytes of one context token, over all layers."""
-    model = engine._loaded.engine.runner.model
+    model = loaded.engine.runner.model
     cfg = model.config
     return 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * next(model.parameters()).element_size()
 
 
-def decode_bytes(engine: AsyncEngine, context: int) -> int:
+def decode_bytes(loaded: LoadedModel, context: int) -> int:
     """Bytes one decode step must read: its weights plus the KV of `context` tokens."""
-    return step_weight_bytes(engine) + kv_bytes_per_token(engine) * context
+    return step_weight_bytes(loaded) + kv_bytes_per_token(loaded) * context
 
 
 def gemm_rate(device: torch.device, dtype: torch.dtype, iters: int = 20) -> float:
@@ -61,7 +63,7 @@ def gemm_rate(device: torch.device, dtype: torch.dtype, iters: int = 20) -> floa
 
 
 def throughput_bound(
-    engine: AsyncEngine, requests: list[BenchRequest], copy_bytes_per_s: float, flop_per_s: float
+    loaded: LoadedModel, requests: list[BenchRequest], copy_bytes_per_s: float, flop_per_s: float
 ) -> float:
     """Output tokens/s of an ideal engine that runs attention and GEMMs one after the other.
 
@@ -70,13 +72,13 @@ def throughput_bound(
     plus its KV reads at copy bandwidth; the prompts' GEMMs take their FLOPs at
     flop_per_s. Nothing else (attention FLOPs, launches, scheduling) is charged.
     """
-    model = engine._loaded.engine.runner.model
-    weight_bytes = step_weight_bytes(engine)
+    model = loaded.engine.runner.model
+    weight_bytes = step_weight_bytes(loaded)
     elem = next(model.parameters()).element_size()
     head = model.lm_head.weight if model.lm_head is not None else model.model.embed_tokens.weight
     head_params = head.numel()
     layer_params = (weight_bytes // elem) - head_params  # (norms included: negligible)
-    kv_token = kv_bytes_per_token(engine)
+    kv_token = kv_bytes_per_token(loaded)
     ins = [len(r.prompt_ids) for r in requests]
     outs = [r.output_len for r in requests]
     seconds = 2 * layer_params * sum(ins) / flop_per_s
@@ -112,21 +114,20 @@ def latency(engine: AsyncEngine, input_len: int, output_len: int, vocab: int, ru
     return best
 
 
-def throughput(engine: AsyncEngine, requests: list[BenchRequest]) -> dict:
-    """All requests submitted at once; output tokens per second of wall time."""
-
-    async def run():
-        gens = [GenerationConfig(max_new_tokens=r.output_len, ignore_eos=True) for r in requests]
-        t0 = time.perf_counter()
-        res = await asyncio.gather(*[_one(engine, r.prompt_ids, g) for r, g in zip(requests, gens)])
-        return time.perf_counter() - t0, res
-
-    preempted_before = engine.stats().preemptions_total
-    elapsed, res = asyncio.run(run())
-    stats = engine.stats()
-    out_tokens = sum(n for _, _, n in res)
+def throughput(loaded: LoadedModel, requests: list[BenchRequest]) -> dict:
+    """All requests in one `Pipeline.infer` call (token-id prompts); output tokens per second of wall time."""
+    pipe = Pipeline(loaded=loaded)  # borrows the model: closing it is the caller's
+    gens = [GenerationConfig(max_new_tokens=r.output_len, ignore_eos=True) for r in requests]
+    stats = loaded.engine.stats
+    preempted_before = stats().preemptions_total
+    t0 = time.perf_counter()
+    responses = pipe.infer([r.prompt_ids for r in requests], gens)
+    elapsed = time.perf_counter() - t0
+    errors = [r.error_message for r in responses if r.finish_reason == "error"]
+    if errors:
+        raise RuntimeError(f"{len(errors)} of {len(requests)} bench requests failed, first: {errors[0]}")
+    out_tokens = sum(len(r.token_ids) for r in responses)
     in_tokens = sum(len(r.prompt_ids) for r in requests)
-    ttfts = sorted(t for t, _, _ in res)
     return {
         "requests": len(requests),
         "input_tokens": in_tokens,
@@ -134,10 +135,8 @@ def throughput(engine: AsyncEngine, requests: list[BenchRequest]) -> dict:
         "elapsed_s": elapsed,
         "output_tok_s": out_tokens / elapsed,
         "total_tok_s": (in_tokens + out_tokens) / elapsed,
-        "ttft_p50_s": ttfts[len(ttfts) // 2],
-        "ttft_p99_s": ttfts[min(len(ttfts) - 1, int(len(ttfts) * 0.99))],
-        "preemptions": stats.preemptions_total - preempted_before,
-        "kv_cache_blocks": stats.blocks_total,
+        "preemptions": stats().preemptions_total - preempted_before,
+        "kv_cache_blocks": stats().blocks_total,
     }
 
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                 dev = loaded.engine.runner.device
                 if dev.type == "cuda":
                     bw = runs.copy_bandwidth(dev)
-                    step = runs.decode_bytes(engine, args.input_len + args.output_len // 2)
+                    step = runs.decode_bytes(loaded, args.input_len + args.output_len // 2)
                     r["copy_bandwidth_GBs"] = bw / 1e9
                     r["roofline_tok_s"] = bw / step
                     r["fraction_of_roofline"] = r["decode_tok_s"] / r["roofline_tok_s"]
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
                 times = StepTimes() if args.step_times else None
                 if times is not None:
                     loaded.engine.record_step_times(times).result()
-                r = runs.throughput(engine, reqs)
+                r = runs.throughput(loaded, reqs)
                 if times is not None:
                     loaded.engine.record_step_times(None).result()
                     r["step_times"] = times.summary()
@@ -99,10 +99,10 @@ def run(args: argparse.Namespace) -> int:
                     flops = runs.gemm_rate(dev, loaded.engine.runner.kv_caches[0][0].dtype)
                     r["copy_bandwidth_GBs"] = bw / 1e9
                     r["gemm_TFLOPs"] = flops / 1e12
-                    r["serial_bound_output_tok_s"] = runs.throughput_bound(engine, reqs, bw, flops)
+                    r["serial_bound_output_tok_s"] = runs.throughput_bound(loaded, reqs, bw, flops)
                     r["fraction_of_bound"] = r["output_tok_s"] / r["serial_bound_output_tok_s"]
                 if args.hf_requests:
-                    r["ours_on_hf_subset"] = runs.throughput(engine, reqs[: args.hf_requests])
+                    r["ours_on_hf_subset"] = runs.throughput(loaded, reqs[: args.hf_requests])
             device, dtype = loaded.engine.runner.device, loaded.engine.runner.kv_caches[0][0].dtype
         finally:
             loaded.close()

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 
-from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.bench import runs
 from lmdeploy_sdk.bench.workload import BenchRequest, write_shape
 from lmdeploy_sdk.engine.factory import load
@@ -11,29 +10,28 @@ from lmdeploy_sdk.messages import TurbomindEngineConfig
 
 
 @pytest.fixture(scope="module")
-def tiny_engine(tokenizer_dir, tmp_path_factory):
+def tiny_loaded(tokenizer_dir, tmp_path_factory):
     model_dir = write_shape("llama-tiny", tokenizer_dir, tmp_path_factory.mktemp("tiny") / "m")
     loaded = load(model_dir, TurbomindEngineConfig(device="cpu", cache_max_entry_count=64), random_weights=True)
-    engine = AsyncEngine(loaded=loaded)
-    yield engine
+    yield loaded
     loaded.close()
 
 
-def test_a_step_reads_every_weight_but_the_embedding_table(tiny_engine):
-    model = tiny_engine._loaded.engine.runner.model
+def test_a_step_reads_every_weight_but_the_embedding_table(tiny_loaded):
+    model = tiny_loaded.engine.runner.model
     elem = model.lm_head.weight.element_size()
     embed = model.model.embed_tokens.weight.numel() * elem
     everything = sum(p.numel() for p in model.parameters()) * elem
-    assert runs.step_weight_bytes(tiny_engine) == everything - embed
+    assert runs.step_weight_bytes(tiny_loaded) == everything - embed
     cfg = model.config
     kv = 2 * cfg.num_layers * cfg.num_kv_heads * cfg.head_dim * elem
-    assert runs.decode_bytes(tiny_engine, 10) == everything - embed + 10 * kv
+    assert runs.decode_bytes(tiny_loaded, 10) == everything - embed + 10 * kv
 
 
-def test_serial_bound_by_hand(tiny_engine):
-    model = tiny_engine._loaded.engine.runner.model
-    weights = runs.step_weight_bytes(tiny_engine)
-    kv = runs.kv_bytes_per_token(tiny_engine)
+def test_serial_bound_by_hand(tiny_loaded):
+    model = tiny_loaded.engine.runner.model
+    weights = runs.step_weight_bytes(tiny_loaded)
+    kv = runs.kv_bytes_per_token(tiny_loaded)
     head = model.lm_head.weight.numel()
     layers = weights // model.lm_head.weight.element_size() - head
     reqs = [BenchRequest(prompt_ids=[1] * 3, output_len=2), BenchRequest(prompt_ids=[1] * 5, output_len=1)]
@@ -42,7 +40,7 @@ def test_serial_bound_by_hand(tiny_engine):
     step0 = max(weights / bw, 2 * (layers + head) * 2 / flops) + kv * (3 + 5) / bw
     step1 = max(weights / bw, 2 * (layers + head) * 1 / flops) + kv * (3 + 1) / bw
     expected = 3 / (prefill + step0 + step1)
-    assert runs.throughput_bound(tiny_engine, reqs, bw, flops) == pytest.approx(expected)
+    assert runs.throughput_bound(tiny_loaded, reqs, bw, flops) == pytest.approx(expected)
     # faster memory or compute can only raise the bound
-    assert runs.throughput_bound(tiny_engine, reqs, 2 * bw, flops) > expected
-    assert runs.throughput_bound(tiny_engine, reqs, bw, 2 * flops) > expected
+    assert runs.throughput_bound(tiny_loaded, reqs, 2 * bw, flops) > expected
+    assert runs.throughput_bound(tiny_loaded, reqs, bw, 2 * flops) > expected
