@@ -228,6 +228,13 @@ def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+@functools.cache
+def smem_limits(device_index: int) -> tuple[int, int]:
+    """(shared memory bytes a CTA may opt in to, bytes an SM holds) of one GPU."""
+    props = torch.cuda.get_device_properties(device_index)
+    return props.shared_memory_per_block_optin, props.shared_memory_per_multiprocessor
+
+
 def dtype_suffix(dtype: torch.dtype) -> str:
     """Kernel-name suffix of a dtype we have kernels for."""
     if dtype == torch.float16:

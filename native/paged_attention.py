@@ -23,7 +23,7 @@ DECODE_MODULE = "paged_attention_decode"
 DECODE_THREADS = 128
 DECODE_MAX_HEADS = 16  # query heads per CTA: the rows of one m16 tile
 DECODE_TILE = 64  # keys per smem tile (kDecodeTile in the .cu)
-DECODE_STAGES = 3  # tiles in the cp.async ring (kDecodeStages)
+DECODE_STAGES = (2, 3)  # depths of the cp.async K/V ring the kernel is built with
 DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit)
 # Prefill CTA tiles by head dim, as instantiated in paged_attention_prefill.cu:
 # (warps, query rows per CTA = 32 per warp, keys per smem tile).
@@ -59,10 +59,20 @@ def decode_heads(group: int) -> int:
     return max(d for d in range(1, min(group, DECODE_MAX_HEADS) + 1) if group % d == 0)
 
 
-def decode_smem(head_dim: int, element_size: int) -> int:
+def decode_smem(head_dim: int, element_size: int, stages: int) -> int:
     """Dynamic smem bytes of a decode CTA: the Q tile and the K/V ring, rows padded as in the .cu."""
     row = (head_dim + SMEM_ROW_PAD) * element_size
-    return (DECODE_MAX_HEADS + DECODE_STAGES * 2 * DECODE_TILE) * row
+    return (DECODE_MAX_HEADS + stages * 2 * DECODE_TILE) * row
+
+
+def decode_stages(head_dim: int, element_size: int, smem_per_cta: int, smem_per_sm: int) -> int:
+    """The deepest ring with which two decode CTAs fit an SM's shared memory (H100/H200:
+    3 at D = 128; A100: 2), else 2 (a 4090-class GPU can't give a 3-stage CTA enough)."""
+    for stages in sorted(DECODE_STAGES, reverse=True):
+        smem = decode_smem(head_dim, element_size, stages)
+        if smem <= smem_per_cta and 2 * (smem + 1024) <= smem_per_sm:  # + the 1 KiB the CUDA runtime reserves per CTA
+            return stages
+    return min(DECODE_STAGES)
 
 
 def choose_num_splits(num_ctas: int, max_kv_len: int, resident_ctas: int) -> int:
@@ -118,15 +128,16 @@ def paged_decode(
     heads = decode_heads(num_q_heads // num_kv_heads)
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     sfx = driver.dtype_suffix(q.dtype)
-    kernel = f"paged_decode_{sfx}_d{head_dim}"
-    shared_mem = decode_smem(head_dim, q.element_size())
+    index = driver.device_index(q.device)
+    stages = decode_stages(head_dim, q.element_size(), *driver.smem_limits(index))
+    kernel = f"paged_decode_{sfx}_d{head_dim}_s{stages}"
+    shared_mem = decode_smem(head_dim, q.element_size(), stages)
     ctas = batch * (num_q_heads // heads)
     if num_splits is not None and num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
     if num_splits is None and meta.max_kv_len <= DECODE_MIN_SPLIT:
         num_splits = 1
     elif num_splits is None:
-        index = driver.device_index(q.device)
         per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS, shared_mem)
         num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * driver.sm_count(index))
     splits = num_splits

@@ -4,9 +4,10 @@
 // serves, split of the context). The G heads are the rows of an m16 tile (rows past G
 // are zeros), so Q.K^T and P.V run on mma.sync m16n8k16 as in prefill, and each kv row
 // is read once per CTA whatever the group size. K/V tiles of kDecodeTile keys stream
-// through a kDecodeStages-deep cp.async ring: while one tile is computed the next
-// kDecodeStages - 1 are in flight (a decode step is a pure KV read; bytes in flight per
-// SM are what set its speed). Each of the 4 warps owns 16 keys of every tile and keeps
+// through a STAGES-deep cp.async ring: while one tile is computed the next STAGES - 1
+// are in flight (a decode step is a pure KV read; bytes in flight per SM are what set
+// its speed). STAGES is 3 where two such CTAs fit an SM (H100/H200), else 2 (the host
+// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA). Each of the 4 warps owns 16 keys of every tile and keeps
 // its own online softmax (no CTA barrier inside a tile); the warps' partial results
 // merge through smem at the end. With S > 1 each CTA writes its normalised partial
 // output and (max, sum) in fp32 and paged_decode_reduce merges the splits; with S == 1
@@ -19,7 +20,6 @@ namespace lmd {
 
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeTile = 16 * kDecodeWarps;  // keys per smem tile, 16 per warp
-constexpr int kDecodeStages = 3;
 constexpr int kDecodeMinSplit = 64;  // never split a context finer than this (small batches want many splits)
 
 // Tokens handled by each of `num_splits` CTAs of a sequence (a multiple of 64, so every
@@ -30,10 +30,10 @@ __device__ __forceinline__ int decode_split_len(int kv_len, int num_splits) {
   return (len + 63) & ~63;
 }
 
-// Dynamic smem: the Q tile [16, D + 8] then kDecodeStages x {K, V} [kDecodeTile, D + 8]
+// Dynamic smem: the Q tile [16, D + 8] then STAGES x {K, V} [kDecodeTile, D + 8]
 // (rows padded by 16 bytes: ldmatrix and cp.async are bank-conflict free); after the
 // main loop the ring is reused for the warps' fp32 O [warps, 16, D + 8] and (max, sum).
-template <typename T, int D>
+template <typename T, int D, int STAGES>
 __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restrict__ part_o,
                                              float* __restrict__ part_ml, const T* __restrict__ q,
                                              const T* __restrict__ k_cache,
@@ -47,7 +47,7 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   // part_o: [B, Hq, S, D] fp32; part_ml: [B, Hq, S, 2] fp32 (max in log2 units, sum)
   constexpr int kThreads = kDecodeWarps * 32;
   constexpr int kTile = kDecodeTile;
-  constexpr int kStages = kDecodeStages;
+  constexpr int kStages = STAGES;
   constexpr int kChunks = D / 8;  // 16-byte chunks per row
   constexpr int kStride = D + 8;  // padded smem row, elements
   constexpr int kRowStep = kThreads / kChunks;  // rows one pass of the CTA copies
@@ -291,18 +291,18 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
 
 }  // namespace lmd
 
-// 4 warps; 2 CTAs per SM at D = 128 on an H100 (Q and the 3-stage ring: 106 KiB of smem a CTA).
-#define LMD_DECODE_KERNEL(T, SUFFIX, D)                                                          \
+// 4 warps; 2 CTAs per SM on an H100 at D = 128 with 3 stages (106 KiB of smem a CTA).
+#define LMD_DECODE_KERNEL(T, SUFFIX, D, STAGES)                                                 \
   extern "C" __global__ void __launch_bounds__(lmd::kDecodeWarps * 32, 2)                        \
-      paged_decode_##SUFFIX##_d##D(T* out, float* part_o, float* part_ml, const T* q,             \
-                                   const T* k_cache, const T* v_cache, const int* kv_lens,        \
-                                   const int* block_tables, int bt_stride, int64_t q_stride_t,    \
-                                   int64_t q_stride_h, int num_q_heads, int num_kv_heads,         \
-                                   int group_heads, int block_size, int block_shift,              \
-                                   float scale_log2) {                                            \
-    lmd::paged_decode<T, D>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens, block_tables,    \
-                            bt_stride, q_stride_t, q_stride_h, num_q_heads, num_kv_heads,         \
-                            group_heads, block_size, block_shift, scale_log2);                    \
+      paged_decode_##SUFFIX##_d##D##_s##STAGES(                                                  \
+          T* out, float* part_o, float* part_ml, const T* q, const T* k_cache, const T* v_cache, \
+          const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,        \
+          int64_t q_stride_h, int num_q_heads, int num_kv_heads, int group_heads,                \
+          int block_size, int block_shift, float scale_log2) {                                  \
+    lmd::paged_decode<T, D, STAGES>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens,         \
+                                    block_tables, bt_stride, q_stride_t, q_stride_h,            \
+                                    num_q_heads, num_kv_heads, group_heads, block_size,         \
+                                    block_shift, scale_log2);                                   \
   }
 
 #define LMD_DECODE_REDUCE_KERNEL(T, SUFFIX, D)                                                  \
@@ -313,7 +313,8 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
   }
 
 #define LMD_DECODE_ALL(T, SUFFIX, D) \
-  LMD_DECODE_KERNEL(T, SUFFIX, D)     \
+  LMD_DECODE_KERNEL(T, SUFFIX, D, 2)  \
+  LMD_DECODE_KERNEL(T, SUFFIX, D, 3)  \
   LMD_DECODE_REDUCE_KERNEL(T, SUFFIX, D)
 
 LMD_DECODE_ALL(__half, f16, 64)

@@ -139,3 +139,19 @@ def test_decode_under_cuda_graph_replay():
     batch.q = static_q
     graph.replay()
     _check(batch, scale, static_out)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("num_splits", [None, 5])
+def test_decode_two_stage_ring(dtype, head_dim, num_splits, monkeypatch):
+    """The 2-stage K/V ring that GPUs with less shared memory than an H100 (A100, 4090) get."""
+    from lmdeploy_sdk.native import driver
+
+    monkeypatch.setattr(driver, "smem_limits", lambda index: (99 << 10, 100 << 10))  # a 4090's limits
+    assert native_attention.decode_stages(head_dim, 2, *driver.smem_limits(0)) == 2
+    kv_lens = [1, 17, 64, 65, 300, 1030, 4100]
+    batch = make_paged_batch([1] * len(kv_lens), kv_lens, 28, 4, head_dim, 64, dtype, seed=head_dim)
+    poison_allocator()
+    out = native_attention.paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.1, num_splits)
+    _check(batch, 0.1, out)

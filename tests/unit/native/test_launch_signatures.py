@@ -19,6 +19,7 @@ from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
 ENTRY = re.compile(r"\.visible \.entry (\w+)\((.*?)\)\s*\.maxntid (\d+), (\d+), (\d+)", re.S)
 PARAM = re.compile(r"\.param \.(\w+) \w+")
+H100_SMEM = (227 * 1024, 228 * 1024)  # (opt-in bytes per CTA, bytes per SM)
 PTX_TYPES = {"u64": (8, "int"), "s64": (8, "int"), "u32": (4, "int"), "s32": (4, "int"), "f32": (4, "float")}
 
 
@@ -42,6 +43,7 @@ class Recorder:
             assert ctypes.sizeof(arg) == size, f"{kernel} param {i}: {type(arg).__name__} vs .{ptx_type}"
             assert isinstance(arg, ctypes.c_float) == (kind == "float"), f"{kernel} param {i}"
         assert all(g > 0 for g in grid) and 0 < block[0] <= max_threads, f"{kernel}: grid {grid} block {block}"
+        assert 0 <= shared_mem <= H100_SMEM[0], f"{kernel}: {shared_mem} bytes of shared memory"
         self.kernels.append(kernel)
 
 
@@ -50,6 +52,8 @@ def recorder(monkeypatch) -> Recorder:
     rec = Recorder()
     monkeypatch.setattr(driver, "launch", rec)
     monkeypatch.setattr(driver, "sm_count", lambda index: 132)
+    monkeypatch.setattr(driver, "smem_limits", lambda index: H100_SMEM)
+    monkeypatch.setattr(driver, "device_index", lambda device: 0)
     return rec
 
 
@@ -97,8 +101,8 @@ def test_attention_launches(recorder, head_dim, hq, hkv):
     native_attention.paged_attention(prefill_q, *caches, _meta([2, 10], [30, 10], 16), 0.1)
     d = f"bf16_d{head_dim}"
     assert recorder.kernels == [
-        f"paged_decode_{d}",
-        f"paged_decode_{d}",
+        f"paged_decode_{d}_s3",
+        f"paged_decode_{d}_s3",
         f"paged_decode_reduce_{d}",
         f"paged_prefill_{d}",
     ]

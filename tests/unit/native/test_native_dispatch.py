@@ -97,6 +97,17 @@ def test_decode_heads(group, expected):
     assert native_attention.decode_heads(group) == expected
 
 
+@pytest.mark.parametrize(
+    "gpu, smem, expected",
+    [("H100", (227 << 10, 228 << 10), {64: 3, 128: 3}), ("A100", (163 << 10, 164 << 10), {64: 3, 128: 2}),
+     ("RTX 4090", (99 << 10, 100 << 10), {64: 2, 128: 2})],
+)
+def test_decode_stages_fit_two_ctas_an_sm(gpu, smem, expected):
+    for head_dim, stages in expected.items():
+        assert native_attention.decode_stages(head_dim, 2, *smem) == stages, (gpu, head_dim)
+        assert native_attention.decode_smem(head_dim, 2, stages) <= smem[0]
+
+
 def test_choose_num_splits():
     slots = 4 * 132  # resident CTAs on a 132-SM GPU at 4 CTAs per SM
     assert native_attention.choose_num_splits(256, 60, slots) == 1  # too short to split
