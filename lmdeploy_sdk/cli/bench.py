@@ -131,11 +131,17 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_step_times(summary: dict) -> None:
+    def ms(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
     pre = summary["with_prompt_tokens"]
-    print(f"\nsteps: {summary['steps']} in {summary['seconds']:.2f} s; with prompt tokens: {pre['steps']} "
+    gpu = "" if summary["gpu_seconds"] is None else (
+        f"; GPU busy {summary['gpu_seconds']:.2f} s, idle between steps {summary['gpu_idle_seconds'] or 0:.2f} s")
+    print(f"\nsteps: {summary['steps']} in {summary['seconds']:.2f} s{gpu}; with prompt tokens: {pre['steps']} "
           f"in {pre['seconds']:.2f} s ({pre['prompt_tokens']} prompt tokens)")
     print(f"{'decode rows':>12} {'steps':>6} {'seconds':>8} {'ms/step':>8} {'rows':>6} {'KV tokens':>10} "
-          f"{'host wait ms':>12}")
+          f"{'host wait ms':>12} {'GPU ms':>8} {'GPU idle ms':>11}")
     for b in summary["decode_only"]:
         print(f"{b['rows']:>12} {b['steps']:>6} {b['seconds']:>8.2f} {b['mean_ms']:>8.2f} {b['mean_rows']:>6.0f} "
-              f"{b['mean_context_tokens']:>10.0f} {b['mean_host_wait_ms']:>12.2f}")
+              f"{b['mean_context_tokens']:>10.0f} {b['mean_host_wait_ms']:>12.2f} {ms(b['mean_gpu_ms']):>8} "
+              f"{ms(b['mean_gpu_idle_before_ms']):>11}")

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from lmdeploy_sdk.engine.block_manager import BlockManager
+from lmdeploy_sdk.engine.device_span import DeviceSpan, device_span
 from lmdeploy_sdk.engine.request import Request, RequestState, error_response
 from lmdeploy_sdk.engine.runner import ModelRunner, TokenFill
 from lmdeploy_sdk.engine.sampler import SampledTokens, Sampler, SamplingParams, SamplingRow
@@ -67,6 +68,7 @@ class InFlightStep:
     done: list[tuple[Sequence, RequestState]]
     sampled: SampledTokens  # row i belongs to done[i]
     timing: StepRecord | None = None  # filled while step timings are recorded
+    span: DeviceSpan | None = None  # the step's device work, timed with timing on CUDA
 
 
 # (request, sampled token, its logprobs, finish reason from accept)
@@ -111,6 +113,8 @@ class Engine:
         self._generated_tokens = 0
         self._inflight: InFlightStep | None = None
         self._step_times: StepTimes | None = None
+        self._last_span: DeviceSpan | None = None  # the last collected step's, while timing
+        self._launches = 0  # steps launched so far (orders the spans)
         self._commands: queue.Queue = queue.Queue()
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="lmdeploy-sdk-engine", daemon=True)
@@ -140,7 +144,10 @@ class Engine:
 
     def record_step_times(self, times: StepTimes | None) -> Future:
         """Record every following step into `times` (None stops); applied between steps."""
-        return self.call(lambda engine: setattr(engine, "_step_times", times))
+        def apply(engine: "Engine") -> None:
+            engine._step_times, engine._last_span = times, None
+
+        return self.call(apply)
 
     def new_session_id(self) -> int:
         return next(self._session_ids)
@@ -371,6 +378,12 @@ class Engine:
         tokens, logprobs = step.sampled.to_host()
         if step.timing is not None:
             step.timing.host_wait_s = time.perf_counter() - t0
+            if step.span is not None:
+                step.timing.gpu_s = step.span.seconds()
+                last = self._last_span
+                if last is not None and last.step + 1 == step.span.step:  # launched back to back
+                    step.timing.gpu_idle_before_s = step.span.idle_after(last)
+                self._last_span = step.span
         accepted = []
         for row, seq, state in self._live(step):
             token = tokens[row]
@@ -408,13 +421,17 @@ class Engine:
                     pairs.append((offset + pos - seq.num_computed, row))
             offset += n
         fill: TokenFill | None = (prev.sampled.tokens, pairs) if pairs else None
+        self._launches += 1
+        span = device_span(self.runner.device, self._launches) if timing is not None else None
         done, logits = self.runner.execute(batch, fill)
         for seq, _ in batch.items:
             self.bm.register_full_blocks(seq, len(seq.token_ids) - (seq in fills))
         if done:
             rows = [SamplingRow(seq.owner.sampling, seq.token_ids, seq.owner.num_generated) for seq in done]
             sampled = self.sampler.sample(logits, rows)
-            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], sampled, timing)
+            if span is not None:
+                span.close()
+            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], sampled, timing, span)
 
     def _publish(self, accepted: list[Accepted]) -> None:
         """Detokenize, match stop strings and emit, while the launched step runs."""

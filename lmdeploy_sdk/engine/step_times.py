@@ -24,6 +24,8 @@ class StepRecord:
     prefill_tokens: int  # prompt tokens computed (whole prompts or chunks)
     context_tokens: int  # cached tokens the decode rows attend over (the KV a step reads)
     host_wait_s: float = 0.0  # time the loop blocked on this step's sampled tokens
+    gpu_s: float | None = None  # device time of the step (CUDA events; None off CUDA)
+    gpu_idle_before_s: float | None = None  # device idle between the previous step and this one
 
 
 class StepTimes:
@@ -52,9 +54,12 @@ class StepTimes:
         out = {
             "steps": len(timed),
             "seconds": sum(dt for _, dt in timed),
+            "gpu_seconds": _sum([r.gpu_s for r, _ in timed]),
+            "gpu_idle_seconds": _sum([r.gpu_idle_before_s for r, _ in timed]),
             "with_prompt_tokens": {
                 "steps": len(prefill),
                 "seconds": sum(dt for _, dt in prefill),
+                "gpu_seconds": _sum([r.gpu_s for r, _ in prefill]),
                 "prompt_tokens": sum(r.prefill_tokens for r, _ in prefill),
                 "decode_rows_mean": _mean([r.decode_rows for r, _ in prefill]),
             },
@@ -74,9 +79,23 @@ class StepTimes:
                 "mean_rows": _mean([r.decode_rows for r, _ in sel]),
                 "mean_context_tokens": _mean([r.context_tokens for r, _ in sel]),
                 "mean_host_wait_ms": 1e3 * _mean([r.host_wait_s for r, _ in sel]),
+                "mean_gpu_ms": _mean_ms([r.gpu_s for r, _ in sel]),
+                "mean_gpu_idle_before_ms": _mean_ms([r.gpu_idle_before_s for r, _ in sel]),
             })
         return out
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
+
+
+def _sum(seconds: list[float | None]) -> float | None:
+    """Sum of the values measured (None: none were, e.g. on CPU)."""
+    known = [s for s in seconds if s is not None]
+    return sum(known) if known else None
+
+
+def _mean_ms(seconds: list[float | None]) -> float | None:
+    """Mean in ms of the values measured (None: none were, e.g. on CPU)."""
+    known = [s for s in seconds if s is not None]
+    return 1e3 * _mean(known) if known else None

@@ -152,3 +152,25 @@ def test_engine_start_loads_every_kernel_module(tiny_model_factory, monkeypatch)
     finally:
         native.native_available.cache_clear()
     assert loaded == set(native.PTX_MODULES)
+
+
+def test_step_times_measure_device_time(confident_model):
+    """--step-times on CUDA: each collected step has its device time, consecutive ones the
+    device's idle time between them; the device cannot be busy longer than the run."""
+    from lmdeploy_sdk.engine.step_times import StepTimes
+
+    engine_cfg = TurbomindEngineConfig(device="cuda", dtype="float16", cache_max_entry_count=512,
+                                       cache_block_seq_len=16, max_batch_size=16)
+    with pipeline(str(confident_model("llama")), backend_config=engine_cfg) as pipe:
+        times = StepTimes()
+        pipe._engine.record_step_times(times).result()
+        pipe(PROMPTS, gen_config=GEN, do_preprocess=False)
+        pipe._engine.record_step_times(None).result()
+    gpu = [r.gpu_s for r in times.records if r.gpu_s is not None]
+    idle = [r.gpu_idle_before_s for r in times.records if r.gpu_idle_before_s is not None]
+    assert len(gpu) >= GEN.max_new_tokens and all(g > 0 for g in gpu)
+    assert len(idle) >= len(gpu) - 2 and all(i >= 0 for i in idle)
+    summary = times.summary()
+    # the device may lag the host by the step in flight (run-ahead is one step deep)
+    wall = times.records[-1].start_s - times.records[0].start_s + 2 * max(gpu)
+    assert 0 < summary["gpu_seconds"] + summary["gpu_idle_seconds"] <= wall

@@ -29,13 +29,16 @@ def test_summary_periods_and_buckets():
     times.records = [StepRecord(s, d, p, c, w) for s, d, p, c, w in steps]
     out = times.summary()
     assert out["steps"] == 5 and abs(out["seconds"] - 0.325) < 1e-12
-    assert out["with_prompt_tokens"] == {"steps": 1, "seconds": 0.2, "prompt_tokens": 500, "decode_rows_mean": 0.0}
+    assert out["with_prompt_tokens"] == {"steps": 1, "seconds": 0.2, "gpu_seconds": None, "prompt_tokens": 500,
+                                         "decode_rows_mean": 0.0}
+    assert out["gpu_seconds"] is None and out["gpu_idle_seconds"] is None  # no CUDA events (CPU)
     by_rows = {b["rows"]: b for b in out["decode_only"]}
     assert list(by_rows) == ["1-7", "64-255", "768+"]  # empty buckets are left out
     big = by_rows["768+"]
     assert big["steps"] == 2 and abs(big["mean_ms"] - 55.0) < 1e-9
     assert big["mean_rows"] == 800 and big["mean_context_tokens"] == 9400
     assert abs(big["mean_host_wait_ms"] - 20.0) < 1e-9
+    assert big["mean_gpu_ms"] is None and big["mean_gpu_idle_before_ms"] is None
     assert by_rows["1-7"]["steps"] == 1  # the last step has no period and is not counted
     assert abs(by_rows["64-255"]["seconds"] - 0.01) < 1e-12
 
@@ -43,3 +46,17 @@ def test_summary_periods_and_buckets():
 def test_empty_summary():
     out = StepTimes().summary()
     assert out["steps"] == 0 and out["decode_only"] == [] and out["with_prompt_tokens"]["steps"] == 0
+
+
+def test_summary_of_device_times():
+    times = StepTimes()
+    # (gpu seconds, idle before): the first step has no predecessor; one step missed its span
+    records = [StepRecord(0.0, 800, 0, 9000, 0.01, 0.040, None), StepRecord(0.05, 800, 0, 9800, 0.0, 0.030, 0.020),
+               StepRecord(0.10, 800, 0, 9900, 0.0, None, None), StepRecord(0.15, 800, 0, 9900, 0.0, 0.030, 0.0)]
+    times.records = records + [StepRecord(0.2, 3, 0, 10, 0.0)]
+    out = times.summary()
+    assert abs(out["gpu_seconds"] - 0.100) < 1e-12 and abs(out["gpu_idle_seconds"] - 0.020) < 1e-12
+    big = out["decode_only"][-1]
+    assert big["steps"] == 4
+    assert abs(big["mean_gpu_ms"] - 100 / 3) < 1e-9  # steps without a span are left out of the mean
+    assert abs(big["mean_gpu_idle_before_ms"] - 10.0) < 1e-9
