@@ -1,4 +1,4 @@
-"""`lmdeploy-sdk bench latency|throughput`: print a table, write JSON with the run's context."""
+"""`lmdeploy-sdk bench latency|throughput|profile`: print a table, write JSON with the run's context."""
 from __future__ import annotations
 
 import argparse
@@ -12,8 +12,8 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure decode latency and offline throughput")
-    p.add_argument("kind", choices=["latency", "throughput"])
+    p = sub.add_parser("bench", help="measure decode latency and offline throughput; profile one step")
+    p.add_argument("kind", choices=["latency", "throughput", "profile"])
     p.add_argument("model", nargs="?", default=None,
                    help="model directory or embedded name; with --shape, the tokenizer source")
     p.add_argument("--shape", default=None, help="random weights of a named shape, e.g. llama3-8b")
@@ -30,6 +30,10 @@ def register(sub) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results here")
     p.add_argument("--step-times", action="store_true",
                    help="(throughput) also time every engine step and summarise them by batch size")
+    p.add_argument("--batch", type=int, default=1, help="(profile) sequences in the step")
+    p.add_argument("--context", type=int, default=512, help="(profile) context tokens of each sequence")
+    p.add_argument("--prefill", action="store_true",
+                   help="(profile) every sequence prefills its whole context (default: one decode token)")
     p.set_defaults(func=run)
 
 
@@ -53,8 +57,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.step_times and args.kind != "throughput":
         raise SystemExit(f"--step-times applies to `bench throughput`, not `bench {args.kind}`")
+    if args.prefill and args.kind != "profile":
+        raise SystemExit(f"--prefill applies to `bench profile`, not `bench {args.kind}`")
     from lmdeploy_sdk.async_engine import AsyncEngine
     from lmdeploy_sdk.bench import runs
+    from lmdeploy_sdk.bench.profile import profile_step
     from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
     from lmdeploy_sdk.engine.factory import load
     from lmdeploy_sdk.engine.step_times import StepTimes
@@ -75,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         vocab = loaded.engine.vocab_size
         result = {"context": _context(args), "model": args.shape or str(model_dir)}
         try:
-            if args.kind == "latency":
+            if args.kind == "profile":
+                r = profile_step(loaded.engine, args.batch, args.context, args.context if args.prefill else 1)
+            elif args.kind == "latency":
                 r = runs.latency(engine, args.input_len, args.output_len, vocab)
                 dev = loaded.engine.runner.device
                 if dev.type == "cuda":
@@ -117,6 +126,11 @@ def run(args: argparse.Namespace) -> int:
             r["transformers"] = runs.hf_generate_throughput(model_dir, reqs[: args.hf_requests], device, dtype)
             r["ratio_vs_transformers"] = r["ours_on_hf_subset"]["output_tok_s"] / r["transformers"]["output_tok_s"]
     result[args.kind] = r
+    if args.kind == "profile":
+        _print_profile(r)
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
+        return 0
     width = max(len(k) for k in r)
     for k, v in r.items():
         if k == "step_times":
@@ -128,6 +142,15 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     return 0
+
+
+def _print_profile(r: dict, top: int = 25) -> None:
+    kind = "prefill" if r["new_tokens"] > 1 else "decode"
+    print(f"{kind} step: batch {r['batch']}, context {r['context']}: {r['step_ms']:.2f} ms wall, "
+          f"{r['kernel_ms']:.2f} ms in kernels")
+    print(f"{'ms':>9} {'calls':>6} {'share':>6}  kernel")
+    for k in r["kernels"][:top]:
+        print(f"{k['ms']:>9.3f} {k['calls']:>6} {100 * k['share']:>5.1f}%  {k['name'][:100]}")
 
 
 def _print_step_times(summary: dict) -> None:

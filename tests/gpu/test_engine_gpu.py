@@ -161,7 +161,7 @@ def test_step_times_measure_device_time(confident_model):
 
     engine_cfg = TurbomindEngineConfig(device="cuda", dtype="float16", cache_max_entry_count=512,
                                        cache_block_seq_len=16, max_batch_size=16)
-    with pipeline(str(confident_model("llama")), backend_config=engine_cfg) as pipe:
+    with pipeline(str(confident_model("LlamaForCausalLM")), backend_config=engine_cfg) as pipe:
         times = StepTimes()
         pipe._engine.record_step_times(times).result()
         pipe(PROMPTS, gen_config=GEN, do_preprocess=False)

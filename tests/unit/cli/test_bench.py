@@ -54,3 +54,21 @@ def test_throughput_step_times(tokenizer_dir, tmp_path, capsys):
 def test_step_times_only_for_throughput(tokenizer_dir):
     with pytest.raises(SystemExit, match="--step-times applies to `bench throughput`"):
         main(["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--device", "cpu", "--step-times"])
+
+
+def test_profile_json(tokenizer_dir, tmp_path, capsys):
+    out = tmp_path / "prof.json"
+    assert main(["bench", "profile", str(tokenizer_dir), "--shape", "llama-tiny", "--batch", "3", "--context", "40",
+                 "--device", "cpu", "--cache-max-entry-count", "64", "--json", str(out)]) == 0
+    prof = json.loads(out.read_text())
+    r = prof["profile"]
+    assert (r["batch"], r["context"], r["new_tokens"]) == (3, 40, 1)
+    assert r["kernels"] and r["kernel_ms"] > 0
+    assert prof["context"]["command"].startswith("lmdeploy-sdk bench profile")
+    printed = capsys.readouterr().out
+    assert "decode step: batch 3, context 40" in printed and "kernel" in printed
+
+
+def test_prefill_only_for_profile(tokenizer_dir):
+    with pytest.raises(SystemExit, match="--prefill applies to `bench profile`"):
+        main(["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--device", "cpu", "--prefill"])
