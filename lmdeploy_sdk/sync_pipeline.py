@@ -35,6 +35,7 @@ def _merge(acc: Response, delta: Response) -> None:
 
 
 def _merge_all_but_text(acc: Response, delta: Response) -> None:
+    """`_merge` without the text, for callers that join the text pieces once at the end."""
     acc.token_ids += delta.token_ids
     if delta.logprobs is not None:
         if acc.logprobs is None:
