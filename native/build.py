@@ -4,8 +4,10 @@
     python native/build.py --check   # rebuild into a temp dir; exit 1 if any committed file differs
 
 PTX for compute_80 runs on every GPU from sm_80 on (the driver JIT-compiles it for
-sm_90 and later), so one file per source serves A100, H100 and newer. nvcc is run
-from src/ with relative paths so the output does not depend on the checkout location.
+sm_90 and later), so one file per source serves A100, H100 and newer. A second build
+for compute_90 (ptx/sm90/) adds programmatic dependent launch (griddepcontrol, see
+pdl_wait in src/common.cuh); the driver loads it on sm_90 and newer. nvcc is run from
+src/ with relative paths so the output does not depend on the checkout location.
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from pathlib import Path
 NATIVE_DIR = Path(__file__).resolve().parent
 SRC_DIR = NATIVE_DIR / "src"
 PTX_DIR = NATIVE_DIR / "ptx"
-NVCC_FLAGS = ("-ptx", "-arch=compute_80", "-O3", "-std=c++17")
+NVCC_FLAGS = ("-ptx", "-O3", "-std=c++17")
+# PTX targets: subdirectory of ptx/ -> nvcc arch ("" is ptx/ itself)
+TARGETS = {"": "compute_80", "sm90": "compute_90"}
 
 
 class BuildError(RuntimeError):
@@ -43,27 +47,34 @@ def sources() -> list[Path]:
 
 
 def build(out_dir: Path = PTX_DIR, nvcc: str | None = None) -> list[Path]:
-    """Compile every source into out_dir/<stem>.ptx; returns the files written."""
+    """Compile every source for every target into out_dir[/<target>]/<stem>.ptx; returns the files written."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on PATH (install the CUDA toolkit to rebuild the PTX)")
-    out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for src in sources():
-        target = out_dir / f"{src.stem}.ptx"
-        cmd = [nvcc, *NVCC_FLAGS, src.name, "-o", str(target.resolve())]
-        proc = subprocess.run(cmd, cwd=SRC_DIR, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise BuildError(f"nvcc failed on {src.name}:\n{proc.stderr}")
-        written.append(target)
+    for subdir, arch in TARGETS.items():
+        target_dir = out_dir / subdir
+        target_dir.mkdir(parents=True, exist_ok=True)
+        for src in sources():
+            target = target_dir / f"{src.stem}.ptx"
+            cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", src.name, "-o", str(target.resolve())]
+            proc = subprocess.run(cmd, cwd=SRC_DIR, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise BuildError(f"nvcc failed on {src.name} for {arch}:\n{proc.stderr}")
+            written.append(target)
     return written
+
+
+def _ptx_files(root: Path) -> set[str]:
+    """PTX files under root of every target, as paths relative to root."""
+    return {str((Path(sub) / p.name)) for sub in TARGETS for p in (root / sub).glob("*.ptx")}
 
 
 def stale_files(nvcc: str | None = None) -> list[str]:
     """Names of committed PTX files that differ from a fresh build (or are missing/extra)."""
     with tempfile.TemporaryDirectory() as tmp:
-        fresh = {p.name for p in build(Path(tmp), nvcc)}
-        committed = {p.name for p in PTX_DIR.glob("*.ptx")}
+        build(Path(tmp), nvcc)
+        fresh, committed = _ptx_files(Path(tmp)), _ptx_files(PTX_DIR)
         stale = sorted(committed ^ fresh)
         for name in sorted(committed & fresh):
             if not filecmp.cmp(Path(tmp) / name, PTX_DIR / name, shallow=False):

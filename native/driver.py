@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,11 @@ from typing import Any
 import torch
 
 PTX_DIR = Path(__file__).resolve().parent / "ptx"
+# The compute_90 build (programmatic dependent launch), loaded on sm_90 and newer.
+PDL_PTX_SUBDIR = "sm90"
+PDL_MIN_CAPABILITY = (9, 0)
+# Set to 1 to load the compute_80 PTX and launch without PDL on sm_90+ too (A/B, debugging).
+DISABLE_PDL_ENV = "LMDEPLOY_SDK_DISABLE_PDL"
 
 KernelArg = ctypes.c_void_p | ctypes.c_int | ctypes.c_int64 | ctypes.c_float
 
@@ -73,15 +79,29 @@ def f32(v: float) -> ctypes.c_float:
     return ctypes.c_float(float(v))
 
 
+def uses_pdl(capability: tuple[int, int], ptx_dir: Path = PTX_DIR) -> bool:
+    """Whether a GPU of this compute capability gets the compute_90 PTX and PDL launches."""
+    return (
+        capability >= PDL_MIN_CAPABILITY
+        and os.environ.get(DISABLE_PDL_ENV) != "1"
+        and (ptx_dir / PDL_PTX_SUBDIR).is_dir()
+    )
+
+
 class DeviceKernels:
-    """The PTX modules and kernel handles loaded on one GPU (its primary context)."""
+    """The PTX modules and kernel handles loaded on one GPU (its primary context).
+
+    On sm_90+ it loads the compute_90 build and launches with programmatic stream
+    serialization, so a kernel's launch and prologue overlap its predecessor's tail.
+    """
 
     def __init__(self, device_index: int, ptx_dir: Path = PTX_DIR) -> None:
         drv = _drv()
         self.index = device_index
-        self.ptx_dir = ptx_dir
         torch.cuda.init()
         props = torch.cuda.get_device_properties(device_index)
+        self.pdl = uses_pdl((props.major, props.minor), ptx_dir)
+        self.ptx_dir = ptx_dir / PDL_PTX_SUBDIR if self.pdl else ptx_dir
         self.gpu = f"cuda:{device_index} ({props.name}, sm_{props.major}{props.minor})"
         _check(drv.cuInit(0), f"cuInit on {self.gpu}")
         self._device = _check(drv.cuDeviceGet(device_index), f"cuDeviceGet on {self.gpu}")
@@ -190,12 +210,24 @@ class DeviceKernels:
             return  # empty problem: nothing to launch
         arg_ptrs = (ctypes.c_void_p * len(args))(*[ctypes.addressof(a) for a in args])
         stream = drv.CUstream(torch.cuda.current_stream(self.index).cuda_stream)
-        _check(
-            drv.cuLaunchKernel(
-                fn, gx, gy, gz, bx, by, bz, shared_mem, stream, ctypes.addressof(arg_ptrs), 0
-            ),
-            f"launching {kernel} ({module}.ptx) on {self.gpu} with grid {tuple(grid)} block {tuple(block)}",
-        )
+        what = f"launching {kernel} ({module}.ptx) on {self.gpu} with grid {tuple(grid)} block {tuple(block)}"
+        if not self.pdl:
+            _check(
+                drv.cuLaunchKernel(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, ctypes.addressof(arg_ptrs), 0),
+                what,
+            )
+            return
+        config = drv.CUlaunchConfig()
+        config.gridDimX, config.gridDimY, config.gridDimZ = gx, gy, gz
+        config.blockDimX, config.blockDimY, config.blockDimZ = bx, by, bz
+        config.sharedMemBytes = shared_mem
+        config.hStream = stream
+        attr = drv.CUlaunchAttribute()
+        attr.id = drv.CUlaunchAttributeID.CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION
+        attr.value.programmaticStreamSerializationAllowed = 1
+        config.attrs = [attr]
+        config.numAttrs = 1
+        _check(drv.cuLaunchKernelEx(config, fn, ctypes.addressof(arg_ptrs), 0), what)
 
 
 @functools.cache

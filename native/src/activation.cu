@@ -27,6 +27,7 @@ __device__ __forceinline__ void silu_and_mul_vec(T* __restrict__ out, const T* _
 #define LMD_SILU_KERNEL(T, SUFFIX)                                                 \
   extern "C" __global__ void __launch_bounds__(256)                                \
       silu_and_mul_##SUFFIX(T* out, const T* x, int inter) {                       \
+    lmd::pdl_enter();                                                                           \
     lmd::silu_and_mul_vec<T>(out, x, inter);                                       \
   }
 

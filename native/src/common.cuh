@@ -94,6 +94,32 @@ __device__ __forceinline__ float silu_mul(float gate, float up) {
   return round_to<T>(gate / (1.0f + expf(-gate))) * up;
 }
 
+// Programmatic dependent launch (PDL, sm_90+; no-ops in the compute_80 build): the host
+// launches our kernels so that one may start while its predecessor in the stream is still
+// finishing. pdl_trigger lets the successor launch now (it still waits for all of this
+// grid before touching our outputs); pdl_wait blocks until the predecessor grid has
+// completed and its writes are visible. Every kernel waits before its first read of
+// another kernel's output and before its first global write (a predecessor may still be
+// reading what it overwrites), and no CTA returns before waiting, so "completed" chains
+// back through every earlier kernel.
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
+// Kernels with nothing to do before their inputs are ready: both, at entry.
+__device__ __forceinline__ void pdl_enter() {
+  pdl_trigger();
+  pdl_wait();
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -201,8 +201,10 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
   const uint4* wv = reinterpret_cast<const uint4*>(w);
   int item = blockIdx.x * kGemvWarps + threadIdx.x / 32;
 
+  pdl_trigger();
   uint4 wbuf[kGemvUnroll];  // invariant at the top of each row: chunk 0 of that row
   if (item < n) load_w_chunk(wbuf, wv + static_cast<size_t>(item) * kv, 0, kv, lane);
+  pdl_wait();  // W is constant: its first chunk streams in while the predecessor finishes
   if constexpr (kStage == Stage::kRmsNorm) {
     stage_rms_norm<T, M>(xs, x, norm.residual, norm.sum_out, norm.weight, kv, x_stride, norm.eps);
   } else {

@@ -38,6 +38,7 @@ __device__ __forceinline__ void store_kv_token(T* __restrict__ k_cache, T* __res
                         const int64_t* slot_mapping, int num_kv_heads, int head_dim,           \
                         int64_t k_stride_t, int64_t k_stride_h, int64_t v_stride_t,            \
                         int64_t v_stride_h) {                                                  \
+    lmd::pdl_enter();                                                                           \
     lmd::store_kv_token<T>(k_cache, v_cache, k, v, slot_mapping, num_kv_heads, head_dim,       \
                            k_stride_t, k_stride_h, v_stride_t, v_stride_h);                   \
   }

@@ -76,6 +76,7 @@ __device__ __forceinline__ void rms_norm_row(T* __restrict__ out, T* __restrict_
   extern "C" __global__ void __launch_bounds__(256)                                             \
       rms_norm_##SUFFIX(T* out, T* sum_out, const T* x, const T* residual, const T* weight,    \
                         int hidden, float eps) {                                                \
+    lmd::pdl_enter();                                                                           \
     lmd::rms_norm_row<T>(out, sum_out, x, residual, weight, hidden, eps);                       \
   }
 

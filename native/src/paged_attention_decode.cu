@@ -299,6 +299,7 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
           const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,        \
           int64_t q_stride_h, int num_q_heads, int num_kv_heads, int group_heads,                \
           int block_size, int block_shift, float scale_log2) {                                  \
+    lmd::pdl_enter();                                                                           \
     lmd::paged_decode<T, D, STAGES>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens,         \
                                     block_tables, bt_stride, q_stride_t, q_stride_h,            \
                                     num_q_heads, num_kv_heads, group_heads, block_size,         \
@@ -309,6 +310,7 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
   extern "C" __global__ void __launch_bounds__(D) paged_decode_reduce_##SUFFIX##_d##D(          \
       T* out, const float* part_o, const float* part_ml, const int* kv_lens, int num_q_heads,   \
       int num_splits) {                                                                         \
+    lmd::pdl_enter();                                                                           \
     lmd::paged_decode_reduce<T, D>(out, part_o, part_ml, kv_lens, num_q_heads, num_splits);     \
   }
 

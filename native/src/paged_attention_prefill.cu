@@ -360,6 +360,7 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
            const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,      \
            int64_t q_stride_h, int num_q_heads, int num_kv_heads, int block_size,               \
            int block_shift, float scale_log2) {                                                 \
+    lmd::pdl_enter();                                                                           \
     lmd::paged_prefill<T, D, WARPS, M_TILES, TILE_N>(                                           \
         out, q, k_cache, v_cache, cu_seqlens_q, kv_lens, block_tables, bt_stride, q_stride_t,   \
         q_stride_h, num_q_heads, num_kv_heads, block_size, block_shift, scale_log2);            \

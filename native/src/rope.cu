@@ -104,6 +104,7 @@ __device__ __forceinline__ void rope_store_kv_token(
       const int64_t* positions, const int64_t* slot_mapping, const float* cos_sin,               \
       int num_q_heads, int num_kv_heads, int head_dim, int64_t q_stride_t, int64_t q_stride_h,   \
       int64_t k_stride_t, int64_t k_stride_h, int64_t v_stride_t, int64_t v_stride_h) {          \
+    lmd::pdl_enter();                                                                           \
     lmd::rope_store_kv_token<T>(q_out, k_cache, v_cache, q, k, v, positions, slot_mapping,      \
                                 cos_sin, num_q_heads, num_kv_heads, head_dim, q_stride_t,        \
                                 q_stride_h, k_stride_t, k_stride_h, v_stride_t, v_stride_h);     \
@@ -118,6 +119,7 @@ LMD_ROPE_STORE_KV_KERNEL(__nv_bfloat16, bf16)
                           const float* cos_sin, int num_q_heads, int num_kv_heads,              \
                           int head_dim, int64_t q_stride_t, int64_t q_stride_h,                 \
                           int64_t k_stride_t, int64_t k_stride_h) {                             \
+    lmd::pdl_enter();                                                                           \
     lmd::rope_token<T>(q_out, k_out, q, k, positions, cos_sin, num_q_heads, num_kv_heads,       \
                        head_dim, q_stride_t, q_stride_h, k_stride_t, k_stride_h);              \
   }

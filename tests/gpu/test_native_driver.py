@@ -1,6 +1,8 @@
 """The cuda-python driver: module loading, errors that name kernel, file and GPU."""
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -45,3 +47,12 @@ def test_launch_is_captured_by_cuda_graphs():
     x.copy_(torch.randn_like(x))
     graph.replay()
     torch.testing.assert_close(out, reference.rms_norm(x, w, 1e-6))
+
+
+def test_sm90_loads_the_pdl_build():
+    """On sm_90+ the kernels come from ptx/sm90 and launch with programmatic stream
+    serialization (every other GPU test then runs that way there)."""
+    kernels = driver.device_kernels(0)
+    on_sm90 = torch.cuda.get_device_capability(0) >= driver.PDL_MIN_CAPABILITY
+    assert kernels.pdl == (on_sm90 and os.environ.get(driver.DISABLE_PDL_ENV) != "1")
+    assert kernels.ptx_dir.name == ("sm90" if kernels.pdl else "ptx")

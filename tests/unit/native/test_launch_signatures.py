@@ -13,6 +13,7 @@ import re
 import pytest
 import torch
 
+from lmdeploy_sdk import native
 from lmdeploy_sdk.native import activation, build, driver, gemv, kv_cache, norm, rope
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
@@ -24,9 +25,15 @@ PTX_TYPES = {"u64": (8, "int"), "s64": (8, "int"), "u32": (4, "int"), "s32": (4,
 
 
 @functools.cache
-def _entries(module: str) -> dict[str, tuple[list[str], int]]:
-    text = (build.PTX_DIR / f"{module}.ptx").read_text()
+def _entries(module: str, subdir: str = "") -> dict[str, tuple[list[str], int]]:
+    text = (build.PTX_DIR / subdir / f"{module}.ptx").read_text()
     return {m[1]: (PARAM.findall(m[2]), int(m[3])) for m in ENTRY.finditer(text)}
+
+
+@pytest.mark.parametrize("module", native.PTX_MODULES)
+def test_both_builds_declare_the_same_kernels(module):
+    """The wrappers check launches against ptx/; the compute_90 build must match it."""
+    assert _entries(module, "sm90") == _entries(module)
 
 
 class Recorder:

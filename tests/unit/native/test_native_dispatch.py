@@ -116,3 +116,13 @@ def test_choose_num_splits():
     assert 60 <= native_attention.choose_num_splits(8, 16384, slots) <= 66  # batch 1: fill the GPU
     assert native_attention.choose_num_splits(8, 300, slots) == 5  # but never under 64 tokens a split
     assert native_attention.choose_num_splits(512, 8192, slots) == 1  # already a full wave
+
+
+def test_programmatic_dependent_launch_on_sm90_and_newer(monkeypatch):
+    from lmdeploy_sdk.native import driver
+
+    monkeypatch.delenv(driver.DISABLE_PDL_ENV, raising=False)
+    assert not driver.uses_pdl((8, 0)) and not driver.uses_pdl((8, 9))
+    assert driver.uses_pdl((9, 0)) and driver.uses_pdl((10, 0))
+    monkeypatch.setenv(driver.DISABLE_PDL_ENV, "1")
+    assert not driver.uses_pdl((9, 0))

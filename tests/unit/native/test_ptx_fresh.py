@@ -16,4 +16,12 @@ def test_committed_ptx_matches_sources():
 
 def test_every_source_has_a_registered_module():
     assert sorted(p.stem for p in build.sources()) == sorted(PTX_MODULES)
-    assert sorted(p.stem for p in build.PTX_DIR.glob("*.ptx")) == sorted(PTX_MODULES)
+    for subdir in build.TARGETS:  # each target's build holds every module
+        assert sorted(p.stem for p in (build.PTX_DIR / subdir).glob("*.ptx")) == sorted(PTX_MODULES)
+
+
+def test_only_the_compute_90_build_uses_programmatic_dependent_launch():
+    for module in PTX_MODULES:
+        assert "griddepcontrol" not in (build.PTX_DIR / f"{module}.ptx").read_text(), module
+        sm90 = (build.PTX_DIR / "sm90" / f"{module}.ptx").read_text()
+        assert "griddepcontrol.wait" in sm90 and "griddepcontrol.launch_dependents" in sm90, module
