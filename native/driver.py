@@ -260,11 +260,17 @@ def sm_count(device_index: int) -> int:
     return torch.cuda.get_device_properties(device_index).multi_processor_count
 
 
+# Shared memory a CTA may use when the device does not report its opt-in limit: every
+# sm_80+ GPU allows at least 99 KiB a block (sm_86/89; sm_80 163 KiB, sm_90 227 KiB).
+DEFAULT_SMEM_LIMIT = 96 * 1024
+
+
 @functools.cache
 def smem_limits(device_index: int) -> tuple[int, int]:
     """(shared memory bytes a CTA may opt in to, bytes an SM holds) of one GPU."""
     props = torch.cuda.get_device_properties(device_index)
-    return props.shared_memory_per_block_optin, props.shared_memory_per_multiprocessor
+    per_cta = int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SMEM_LIMIT)
+    return per_cta, int(getattr(props, "shared_memory_per_multiprocessor", 0) or per_cta)
 
 
 def dtype_suffix(dtype: torch.dtype) -> str:

@@ -13,7 +13,6 @@ for shared memory) run the unfused ops, with torch for the matrix product.
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -27,20 +26,9 @@ MODULE = "gemv"
 MAX_ROWS = 2
 WARPS = 8  # output rows a CTA works on at once (kGemvWarps in the .cu)
 THREADS = 32 * WARPS
-# Shared memory for x when the device does not report its opt-in limit: every sm_80+ GPU
-# allows at least 99 KiB a block (sm_86/89; sm_80 163 KiB, sm_90 227 KiB).
-DEFAULT_SMEM_LIMIT = 96 * 1024
-
-
-@functools.cache
-def _smem_limit_of(device_index: int) -> int:
-    props = torch.cuda.get_device_properties(device_index)
-    return int(getattr(props, "shared_memory_per_block_optin", 0) or DEFAULT_SMEM_LIMIT)
-
-
 def _smem_limit(device: torch.device) -> int:
-    """Opt-in shared memory bytes per block of the device."""
-    return _smem_limit_of(driver.device_index(device))
+    """Opt-in shared memory bytes per block of the device (x is staged there)."""
+    return driver.smem_limits(driver.device_index(device))[0]
 
 
 def _resident_ctas(device: torch.device, kernel: str, shared_mem: int) -> int:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from lmdeploy_sdk.native import driver, gemv
 
-SMEM_LIMIT = gemv.DEFAULT_SMEM_LIMIT
+SMEM_LIMIT = driver.DEFAULT_SMEM_LIMIT
 
 
 @pytest.fixture

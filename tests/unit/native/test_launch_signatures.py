@@ -117,7 +117,7 @@ def test_attention_launches(recorder, head_dim, hq, hkv):
 
 @pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
 def test_gemv_launches(recorder, monkeypatch, dtype, sfx):
-    monkeypatch.setattr(gemv, "_smem_limit", lambda device: gemv.DEFAULT_SMEM_LIMIT)
+    monkeypatch.setattr(gemv, "_smem_limit", lambda device: driver.DEFAULT_SMEM_LIMIT)
     monkeypatch.setattr(gemv, "_resident_ctas", lambda device, kernel, shared_mem: 4 * 132)
     w, b = torch.randn(100, 64, dtype=dtype), torch.randn(100, dtype=dtype)
     norm_w = torch.randn(64, dtype=dtype)
