@@ -6,7 +6,7 @@ own KV cache blocks, then the logits of each sequence's last row and their argma
 a greedy step ends. It runs eagerly (no CUDA graph), on the engine thread between
 steps, on blocks it takes from the block manager like a request would (free ones;
 prefix-cached content in them is evicted) and gives back after; the cache contents are
-whatever the blocks hold (speed does not depend on them).
+whatever the blocks hold and the input ids are zeros (speed depends on neither).
 """
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import torch
 
 from lmdeploy_sdk.engine.engine import Engine
 from lmdeploy_sdk.engine.sequence import Sequence
-from lmdeploy_sdk.ops import AttentionMetadata
 
 
 def _take_blocks(engine: Engine, batch: int, context: int) -> list[Sequence]:
@@ -33,20 +32,6 @@ def _take_blocks(engine: Engine, batch: int, context: int) -> list[Sequence]:
     for seq in seqs:
         engine.bm.append_slots(seq, context)
     return seqs
-
-
-def _synthetic_batch(engine: Engine, seqs: list[Sequence], context: int, new_tokens: int):
-    """(input ids [T], positions [T], metadata) of the step over the sequences' blocks."""
-    runner = engine.runner
-    bs = runner.block_size
-    batch = len(seqs)
-    tables = [seq.block_table for seq in seqs]
-    start = context - new_tokens
-    slots = [t[p // bs] * bs + p % bs for t in tables for p in range(start, context)]
-    meta = AttentionMetadata.from_lists([new_tokens] * batch, [context] * batch, tables, slots, bs, runner.device)
-    ids = torch.randint(1000, engine.vocab_size, (batch * new_tokens,), device=runner.device)
-    positions = torch.arange(start, context, device=runner.device).repeat(batch)
-    return ids, positions, meta
 
 
 def _kernel_times(prof: torch.profiler.profile, on_cuda: bool, iters: int) -> dict[str, list[float]]:
@@ -68,7 +53,9 @@ def _measure(engine: Engine, seqs: list[Sequence], context: int, new_tokens: int
     runner = engine.runner
     model, on_cuda = runner.model, runner.device.type == "cuda"
     batch = len(seqs)
-    ids, positions, meta = _synthetic_batch(engine, seqs, context, new_tokens)
+    for seq in seqs:  # the last new_tokens of each context are this step's inputs
+        seq.num_computed = context - new_tokens
+    ids, positions, meta = runner.prepare_inputs([(seq, new_tokens) for seq in seqs])  # [B * new_tokens]
     last = torch.arange(new_tokens - 1, batch * new_tokens, new_tokens, device=runner.device)  # [B]
 
     @torch.inference_mode()

@@ -49,7 +49,7 @@ def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.d
 def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
     """Load every kernel module on the GPU now rather than inside the first step that uses it.
 
-    The driver compiles our compute_80 PTX for the GPU at load time (cached on disk only
+    The driver compiles our PTX for the GPU at load time (cached on disk only
     after the first run on a machine); loaded lazily, that stalled the first prompt step
     of a fresh machine's first run. Only where our kernels run (native_kernels_run);
     raises NativeKernelError if a module fails to load.
@@ -97,7 +97,9 @@ class ModelRunner:
             k.index_copy_(0, dst, k.index_select(0, src))
             v.index_copy_(0, dst, v.index_select(0, src))
 
-    def _prepare(self, items: list[tuple[Sequence, int]], fill: TokenFill | None = None):
+    def prepare_inputs(self, items: list[tuple[Sequence, int]], fill: TokenFill | None = None):
+        """(input ids [T], positions [T], AttentionMetadata) on the device for the next n tokens
+        of each (sequence, n), whose blocks are allocated; fill as in `execute`."""
         bs = self.block_size
         input_ids, positions, slots, q_lens, kv_lens = [], [], [], [], []
         for seq, n in items:
@@ -133,7 +135,7 @@ class ModelRunner:
             device_fill = self._with_fill(input_ids, fill)
             hidden = self._decode_with_graph(batch.items, input_ids, device_fill)
         else:
-            ids, pos, meta = self._prepare(batch.items, fill)
+            ids, pos, meta = self.prepare_inputs(batch.items, fill)
             hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
         done, rows, end = [], [], 0
         for seq, n in batch.items:
@@ -190,7 +192,7 @@ class ModelRunner:
 
         targets[i] < 0 is ignored (the last token of the sequence has no successor).
         """
-        ids, pos, meta = self._prepare([(seq, n)])
+        ids, pos, meta = self.prepare_inputs([(seq, n)])
         hidden = self.model(ids, pos, self.kv_caches, meta)  # [n, H]
         seq.num_computed += n
         tgt = torch.tensor(targets, dtype=torch.int64, device=self.device)  # [n]
