@@ -14,7 +14,12 @@ from collections.abc import Callable
 
 import torch
 
-from lmdeploy_sdk.native.driver import NativeKernelError, cuda_bindings_available, device_kernels
+from lmdeploy_sdk.native.driver import (
+    NativeKernelError,
+    cuda_bindings_available,
+    device_kernels,
+    device_runs_sm90a,
+)
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
 
 __all__ = ["OP_NAMES", "NativeKernelError", "get_op", "native_available", "load_all_modules"]
@@ -40,6 +45,8 @@ PTX_MODULES = (
     "paged_attention_prefill",
     "rope",
 )
+# Arch-specific modules (ptx/sm90a/), loaded where the GPU runs them (driver.device_runs_sm90a).
+SM90A_PTX_MODULES = ("paged_attention_prefill_sm90a",)
 MIN_CAPABILITY = (8, 0)
 # Set to 1 to run the pure-torch reference ops on CUDA too (debugging, parity checks).
 DISABLE_ENV = "LMDEPLOY_SDK_DISABLE_NATIVE"
@@ -85,8 +92,10 @@ def get_op(name: str, dtype: torch.dtype) -> Callable | None:
 
 
 def load_all_modules(device_index: int = 0) -> list[str]:
-    """Load every PTX module on one GPU (for check_env); raises NativeKernelError on failure."""
+    """Load every PTX module one GPU runs (its sm_90a ones too on an H100/H200); returns their
+    names. Raises NativeKernelError on failure."""
+    modules = [*PTX_MODULES, *(SM90A_PTX_MODULES if device_runs_sm90a(device_index) else ())]
     kernels = device_kernels(device_index)
-    for module in PTX_MODULES:
+    for module in modules:
         kernels.load_module(module)
-    return list(PTX_MODULES)
+    return modules

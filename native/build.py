@@ -6,8 +6,11 @@
 PTX for compute_80 runs on every GPU from sm_80 on (the driver JIT-compiles it for
 sm_90 and later), so one file per source serves A100, H100 and newer. A second build
 for compute_90 (ptx/sm90/) adds programmatic dependent launch (griddepcontrol, see
-pdl_wait in src/common.cuh); the driver loads it on sm_90 and newer. nvcc is run from
-src/ with relative paths so the output does not depend on the checkout location.
+pdl_wait in src/common.cuh); the driver loads it on sm_90 and newer. Sources named
+*_sm90a.cu use Hopper-only instructions (wgmma) and build only for compute_90a
+(ptx/sm90a/), which the driver loads on compute capability 9.0 exactly; they are not
+built for the other two targets. nvcc is run from src/ with relative paths so the output
+does not depend on the checkout location.
 """
 from __future__ import annotations
 
@@ -24,7 +27,10 @@ SRC_DIR = NATIVE_DIR / "src"
 PTX_DIR = NATIVE_DIR / "ptx"
 NVCC_FLAGS = ("-ptx", "-O3", "-std=c++17")
 # PTX targets: subdirectory of ptx/ -> nvcc arch ("" is ptx/ itself)
-TARGETS = {"": "compute_80", "sm90": "compute_90"}
+TARGETS = {"": "compute_80", "sm90": "compute_90", "sm90a": "compute_90a"}
+# Sources whose stem ends so are arch-specific: built for ARCH_SPECIFIC_TARGET only.
+ARCH_SPECIFIC_SUFFIX = "_sm90a"
+ARCH_SPECIFIC_TARGET = "sm90a"
 
 
 class BuildError(RuntimeError):
@@ -46,8 +52,22 @@ def sources() -> list[Path]:
     return sorted(SRC_DIR.glob("*.cu"))
 
 
+def targets_of(src: Path) -> list[str]:
+    """The TARGETS subdirectories a source builds for: *_sm90a.cu only sm90a, the rest all others."""
+    if src.stem.endswith(ARCH_SPECIFIC_SUFFIX):
+        return [ARCH_SPECIFIC_TARGET]
+    return [sub for sub in TARGETS if sub != ARCH_SPECIFIC_TARGET]
+
+
+def target_sources(subdir: str) -> list[Path]:
+    """The sources built into ptx/<subdir>."""
+    if subdir not in TARGETS:
+        raise ValueError(f"unknown PTX target {subdir!r}; targets are {sorted(TARGETS)}")
+    return [src for src in sources() if subdir in targets_of(src)]
+
+
 def build(out_dir: Path = PTX_DIR, nvcc: str | None = None) -> list[Path]:
-    """Compile every source for every target into out_dir[/<target>]/<stem>.ptx; returns the files written."""
+    """Compile every source for each of its targets into out_dir[/<target>]/<stem>.ptx; returns the files written."""
     nvcc = nvcc or find_nvcc()
     if nvcc is None:
         raise BuildError("nvcc not found on PATH (install the CUDA toolkit to rebuild the PTX)")
@@ -55,7 +75,7 @@ def build(out_dir: Path = PTX_DIR, nvcc: str | None = None) -> list[Path]:
     for subdir, arch in TARGETS.items():
         target_dir = out_dir / subdir
         target_dir.mkdir(parents=True, exist_ok=True)
-        for src in sources():
+        for src in target_sources(subdir):
             target = target_dir / f"{src.stem}.ptx"
             cmd = [nvcc, *NVCC_FLAGS, f"-arch={arch}", src.name, "-o", str(target.resolve())]
             proc = subprocess.run(cmd, cwd=SRC_DIR, capture_output=True, text=True)

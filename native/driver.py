@@ -25,6 +25,15 @@ PDL_PTX_SUBDIR = "sm90"
 PDL_MIN_CAPABILITY = (9, 0)
 # Set to 1 to load the compute_80 PTX and launch without PDL on sm_90+ too (A/B, debugging).
 DISABLE_PDL_ENV = "LMDEPLOY_SDK_DISABLE_PDL"
+# Arch-specific modules (wgmma): src/<name>_sm90a.cu builds only to ptx/sm90a/<name>_sm90a.ptx
+# (compute_90a), which the driver loads on compute capability 9.0 exactly (H100, H200):
+# 'a' PTX runs on no other GPU, later ones included. Launched like any other module.
+SM90A_PTX_SUBDIR = "sm90a"
+SM90A_MODULE_SUFFIX = "_sm90a"
+SM90A_CAPABILITY = (9, 0)
+# Set to 1 to run the portable kernels instead of the sm_90a ones there too (A/B, debugging);
+# read at each dispatch (uses_sm90a), so it can change within a process.
+DISABLE_SM90A_ENV = "LMDEPLOY_SDK_DISABLE_WGMMA"
 
 KernelArg = ctypes.c_void_p | ctypes.c_int | ctypes.c_int64 | ctypes.c_float
 
@@ -88,11 +97,45 @@ def uses_pdl(capability: tuple[int, int], ptx_dir: Path = PTX_DIR) -> bool:
     )
 
 
+def runs_sm90a(capability: tuple[int, int]) -> bool:
+    """Whether a GPU of this compute capability can load our sm_90a modules (9.0 only)."""
+    return tuple(capability) == SM90A_CAPABILITY
+
+
+def uses_sm90a(capability: tuple[int, int]) -> bool:
+    """Whether ops dispatch to sm_90a kernels on such a GPU: it can run them and
+    LMDEPLOY_SDK_DISABLE_WGMMA is not 1."""
+    return runs_sm90a(capability) and os.environ.get(DISABLE_SM90A_ENV) != "1"
+
+
+def is_sm90a_module(module: str) -> bool:
+    """Whether `module` is an arch-specific build that lives in ptx/sm90a/."""
+    return module.endswith(SM90A_MODULE_SUFFIX)
+
+
+@functools.cache
+def device_capability(device_index: int) -> tuple[int, int]:
+    """(major, minor) compute capability of one GPU."""
+    major, minor = torch.cuda.get_device_capability(device_index)
+    return major, minor
+
+
+def device_runs_sm90a(device_index: int) -> bool:
+    """Whether this GPU can run kernels of an *_sm90a module (through `launch`, as any other)."""
+    return runs_sm90a(device_capability(device_index))
+
+
+def device_uses_sm90a(device_index: int) -> bool:
+    """Whether ops on this GPU dispatch to their sm_90a kernels (see uses_sm90a)."""
+    return uses_sm90a(device_capability(device_index))
+
+
 class DeviceKernels:
     """The PTX modules and kernel handles loaded on one GPU (its primary context).
 
     On sm_90+ it loads the compute_90 build and launches with programmatic stream
     serialization, so a kernel's launch and prologue overlap its predecessor's tail.
+    *_sm90a modules come from ptx/sm90a/ and load on compute capability 9.0 only.
     """
 
     def __init__(self, device_index: int, ptx_dir: Path = PTX_DIR) -> None:
@@ -102,6 +145,8 @@ class DeviceKernels:
         props = torch.cuda.get_device_properties(device_index)
         self.pdl = uses_pdl((props.major, props.minor), ptx_dir)
         self.ptx_dir = ptx_dir / PDL_PTX_SUBDIR if self.pdl else ptx_dir
+        self.sm90a = runs_sm90a((props.major, props.minor))  # can load *_sm90a modules
+        self.sm90a_ptx_dir = ptx_dir / SM90A_PTX_SUBDIR
         self.gpu = f"cuda:{device_index} ({props.name}, sm_{props.major}{props.minor})"
         _check(drv.cuInit(0), f"cuInit on {self.gpu}")
         self._device = _check(drv.cuDeviceGet(device_index), f"cuDeviceGet on {self.gpu}")
@@ -128,7 +173,11 @@ class DeviceKernels:
             return self._modules[module]
 
     def _load(self, module: str) -> Any:
-        path = self.ptx_dir / f"{module}.ptx"
+        if is_sm90a_module(module) and not self.sm90a:
+            raise NativeKernelError(
+                f"{module}.ptx is built for sm_90a (compute capability 9.0: H100, H200) and cannot load on {self.gpu}"
+            )
+        path = (self.sm90a_ptx_dir if is_sm90a_module(module) else self.ptx_dir) / f"{module}.ptx"
         if not path.exists():
             raise NativeKernelError(
                 f"PTX file {path} is missing on {self.gpu} (run `python native/build.py`)"
@@ -245,7 +294,7 @@ def launch(
     args: Sequence[KernelArg],
     shared_mem: int = 0,
 ) -> None:
-    """Launch a kernel of ptx/<module>.ptx on `device` (a CUDA torch.device)."""
+    """Launch a kernel of ptx/<module>.ptx (ptx/sm90a/ for *_sm90a modules) on `device` (a CUDA torch.device)."""
     device_kernels(device_index(device)).launch(module, kernel, grid, block, args, shared_mem)
 
 

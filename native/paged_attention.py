@@ -29,6 +29,14 @@ DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSpl
 # (warps, query rows per CTA = 32 per warp, keys per smem tile).
 PREFILL_TILES = {64: (4, 128, 128), 128: (4, 128, 64)}
 SMEM_ROW_PAD = 8  # elements of padding per smem row, both kernels (kStride = D + 8 in the .cu)
+# The wgmma prefill, run instead on compute capability 9.0 (H100, H200) unless
+# LMDEPLOY_SDK_DISABLE_WGMMA=1. Tiles by head dim, as instantiated at the bottom of
+# paged_attention_prefill_sm90a.cu (keep in step): (query rows per CTA = 64 per warpgroup,
+# keys per smem tile, stages of the K/V ring). CTAs are 2 warpgroups.
+WGMMA_PREFILL_MODULE = "paged_attention_prefill_sm90a"
+WGMMA_PREFILL_THREADS = 256
+WGMMA_PREFILL_TILES = {64: (128, 64, 4), 128: (128, 128, 3)}
+WGMMA_SMEM_SLACK = 1024  # the kernel rounds its smem base up to 1024 bytes (swizzle atoms)
 LOG2E = 1.4426950408889634
 
 
@@ -192,6 +200,12 @@ def paged_decode(
     return out
 
 
+def wgmma_prefill_smem(head_dim: int, element_size: int) -> int:
+    """Dynamic smem bytes of a wgmma prefill CTA: the Q tile and the K/V ring, plus alignment slack."""
+    tile_m, tile_n, stages = WGMMA_PREFILL_TILES[head_dim]
+    return WGMMA_SMEM_SLACK + (tile_m + 2 * stages * tile_n) * head_dim * element_size
+
+
 def paged_prefill(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -211,16 +225,24 @@ def paged_prefill(
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
     out = _output(out, q)
-    warps, tile_m, tile_n = PREFILL_TILES[head_dim]
+    sfx = driver.dtype_suffix(q.dtype)
+    if head_dim in WGMMA_PREFILL_TILES and driver.device_uses_sm90a(driver.device_index(q.device)):
+        module, kernel = WGMMA_PREFILL_MODULE, f"paged_prefill_wgmma_{sfx}_d{head_dim}"
+        tile_m, threads = WGMMA_PREFILL_TILES[head_dim][0], WGMMA_PREFILL_THREADS
+        shared_mem = wgmma_prefill_smem(head_dim, q.element_size())
+    else:
+        module, kernel = "paged_attention_prefill", f"paged_prefill_{sfx}_d{head_dim}"
+        warps, tile_m, tile_n = PREFILL_TILES[head_dim]
+        threads = 32 * warps
+        # dynamic smem: the Q tile, one K tile and one V tile of padded rows
+        shared_mem = (tile_m + 2 * tile_n) * (head_dim + SMEM_ROW_PAD) * q.element_size()
     q_tiles = math.ceil(meta.max_q_len / tile_m)
-    # dynamic smem: the Q tile, one K tile and one V tile of padded rows
-    shared_mem = (tile_m + 2 * tile_n) * (head_dim + SMEM_ROW_PAD) * q.element_size()
     driver.launch(
         q.device,
-        "paged_attention_prefill",
-        f"paged_prefill_{driver.dtype_suffix(q.dtype)}_d{head_dim}",
+        module,
+        kernel,
         grid=(q_tiles, num_q_heads, meta.num_seqs),
-        block=(32 * warps,),
+        block=(threads,),
         shared_mem=shared_mem,
         args=(
             driver.ptr(out),

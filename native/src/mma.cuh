@@ -49,6 +49,14 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], uint32_t add
                : "r"(addr));
 }
 
+// 2^x on the SFU, flushing denormal results to zero (exp2f without fast-math adds
+// denormal scaling around MUFU.EX2); ex2(-inf) = 0, which masked scores rely on.
+__device__ __forceinline__ float exp2_ftz(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // __syncthreads for barriers reached from different code sites (each warp at exactly one
 // of them, e.g. both arms of a warp-uniform branch): PTX's non-.aligned barrier allows
 // that; __syncthreads (bar.sync, .aligned) requires every thread at the same instruction.

@@ -15,19 +15,9 @@
 // applied only on tiles crossing a warp's diagonal. O leaves through the warp's own Q
 // rows in smem as row-contiguous 16-byte stores.
 // Query row i of a sequence sits at position kv_len - q_len + i and sees keys 0..that.
-#include <type_traits>
-
-#include "mma.cuh"
+#include "paged_cache.cuh"
 
 namespace lmd {
-
-// 2^x on the SFU, flushing denormal results to zero (exp2f without fast-math adds
-// denormal scaling around MUFU.EX2); ex2(-inf) = 0, which masked scores rely on.
-__device__ __forceinline__ float exp2_ftz(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // A global load / special register read the compiler must issue where it stands (not
 // merged with an earlier one). At two CTAs per SM every register counts (O and S alone
@@ -110,54 +100,17 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
   }
   // Byte offset of this thread's chunk inside a cache row (same for K and V).
   const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
-  // Keys past kv_end are zero-filled: masked scores must not meet NaN garbage in P.V.
-  // The thread's row and chunk and the block table are re-derived from re-read indices
-  // each call rather than held in registers through Q.K^T and softmax.
+  // Keys past kv_end are zero-filled (cp_async_tile_rows). The thread's row and chunk and
+  // the block table are re-derived from re-read indices each call rather than held in
+  // registers through Q.K^T and softmax.
   auto load_kv_tile = [&](T* dst, const T* cache, int n0) {
     const int t = reread_tid();
     const int n = n0 + t / kChunks;  // this thread's first key
     dst += (t / kChunks) * kStride + (t % kChunks) * 8;
     const int* bt = block_tables + static_cast<int64_t>(reread_ctaid_z()) * bt_stride;
-    if (block_shift >= 0 && block_size >= kTileN) {
-      // Power-of-two blocks of kTileN keys or more hold whole tiles (n0 is a multiple of
-      // kTileN): one block-table lookup per tile, rows at a fixed stride.
-      const uint32_t tok =
-          static_cast<uint32_t>(bt[n0 >> block_shift]) * block_size + (n & (block_size - 1));
-      const char* src = reinterpret_cast<const char*>(cache) +
-                        (static_cast<uint64_t>(tok) * cache_row_bytes + ld_src);
-#pragma unroll
-      for (int i = 0; i < kTileN / kRowStep; ++i)
-        cp_async_16(dst + i * kRowStep * kStride,
-                    src + static_cast<uint64_t>(i * kRowStep) * cache_row_bytes,
-                    n + i * kRowStep < kv_end ? 16 : 0);
-      return;
-    }
-    // Smaller blocks: one lookup per row. Rows past kv_end read key 0's entry instead
-    // (always there), so no per-row branches; the block-size case is chosen per tile.
-    auto copy_rows = [&](auto pow2) {
-#pragma unroll
-      for (int i = 0; i < kTileN / kRowStep; ++i) {
-        const bool valid = n + i * kRowStep < kv_end;
-        const uint32_t key = valid ? n + i * kRowStep : 0;
-        uint32_t blk, off;
-        if constexpr (decltype(pow2)::value) {  // power-of-two block size: shift and mask
-          blk = key >> block_shift;
-          off = key & (block_size - 1);
-        } else {
-          blk = key / static_cast<uint32_t>(block_size);
-          off = key - blk * block_size;
-        }
-        const uint32_t tok = static_cast<uint32_t>(bt[blk]) * block_size + off;  // cache row
-        cp_async_16(dst + i * kRowStep * kStride,
-                    reinterpret_cast<const char*>(cache) +
-                        (static_cast<uint64_t>(tok) * cache_row_bytes + ld_src),
-                    valid ? 16 : 0);
-      }
-    };
-    if (block_shift >= 0)
-      copy_rows(std::true_type());
-    else
-      copy_rows(std::false_type());
+    cp_async_tile_rows<kTileN / kRowStep, kRowStep, kTileN>(
+        dst, kRowStep * kStride * sizeof(T), cache, bt, n0, n, kv_end, block_size, block_shift,
+        cache_row_bytes, ld_src);
   };
   load_kv_tile(s_k, k_cache, 0);
   cp_async_commit();  // group: Q and K_0

@@ -41,7 +41,7 @@ class Recorder:
         self.kernels: list[str] = []
 
     def __call__(self, device, module, kernel, grid, block, args, shared_mem=0) -> None:
-        entries = _entries(module)
+        entries = _entries(module, driver.SM90A_PTX_SUBDIR if driver.is_sm90a_module(module) else "")
         assert kernel in entries, f"{kernel} not in {module}.ptx"
         params, max_threads = entries[kernel]
         assert len(args) == len(params), f"{kernel}: {len(args)} args for {len(params)} params"
@@ -61,6 +61,7 @@ def recorder(monkeypatch) -> Recorder:
     monkeypatch.setattr(driver, "sm_count", lambda index: 132)
     monkeypatch.setattr(driver, "smem_limits", lambda index: H100_SMEM)
     monkeypatch.setattr(driver, "device_index", lambda device: 0)
+    monkeypatch.setattr(driver, "device_capability", lambda index: (8, 0))  # an A100: no sm_90a kernels
     return rec
 
 
@@ -129,3 +130,30 @@ def test_gemv_launches(recorder, monkeypatch, dtype, sfx):
         gemv.rms_norm_gated_linear(x, x.clone(), norm_w, 1e-5, w, b)
     kinds = ("gemv", "rms_norm_gemv", "rms_norm_gemv", "rms_norm_gated_gemv")
     assert recorder.kernels == [f"{kind}_{sfx}_m{m}" for m in range(1, gemv.MAX_ROWS + 1) for kind in kinds]
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+@pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
+@pytest.mark.parametrize("capability, disabled, wgmma", [((9, 0), None, True), ((9, 0), "1", False),
+                                                          ((8, 0), None, False), ((10, 0), None, False)])
+def test_prefill_runs_the_wgmma_kernel_on_sm90_only(recorder, monkeypatch, head_dim, dtype, sfx, capability,
+                                                    disabled, wgmma):
+    """H100/H200 get paged_prefill_wgmma_* (ptx/sm90a), unless LMDEPLOY_SDK_DISABLE_WGMMA=1; every other
+    GPU, later ones included, the mma.sync kernel."""
+    monkeypatch.setattr(driver, "device_capability", lambda index: capability)
+    if disabled is None:
+        monkeypatch.delenv(driver.DISABLE_SM90A_ENV, raising=False)
+    else:
+        monkeypatch.setenv(driver.DISABLE_SM90A_ENV, disabled)
+    caches = [torch.zeros(8, 16, 4, head_dim, dtype=dtype) for _ in range(2)]
+    native_attention.paged_prefill(torch.randn(140, 16, head_dim, dtype=dtype), *caches,
+                                   _meta([130, 10], [130, 40], 16), 0.1)
+    expected = f"paged_prefill_wgmma_{sfx}_d{head_dim}" if wgmma else f"paged_prefill_{sfx}_d{head_dim}"
+    assert recorder.kernels == [expected]
+
+
+@pytest.mark.parametrize("head_dim", [64, 128])
+def test_wgmma_prefill_smem_fits_an_h100_cta(head_dim):
+    threads = _entries(native_attention.WGMMA_PREFILL_MODULE, "sm90a")[f"paged_prefill_wgmma_bf16_d{head_dim}"][1]
+    assert threads == native_attention.WGMMA_PREFILL_THREADS
+    assert native_attention.wgmma_prefill_smem(head_dim, 2) <= H100_SMEM[0]

@@ -126,3 +126,47 @@ def test_programmatic_dependent_launch_on_sm90_and_newer(monkeypatch):
     assert driver.uses_pdl((9, 0)) and driver.uses_pdl((10, 0))
     monkeypatch.setenv(driver.DISABLE_PDL_ENV, "1")
     assert not driver.uses_pdl((9, 0))
+
+
+def test_sm90a_modules_only_on_compute_capability_9_0(monkeypatch):
+    monkeypatch.delenv(driver.DISABLE_SM90A_ENV, raising=False)
+    assert driver.runs_sm90a((9, 0)) and driver.uses_sm90a((9, 0))
+    for capability in [(8, 0), (8, 9), (9, 1), (10, 0), (12, 0)]:  # 'a' PTX runs on no later GPU either
+        assert not driver.runs_sm90a(capability) and not driver.uses_sm90a(capability), capability
+    monkeypatch.setenv(driver.DISABLE_SM90A_ENV, "1")
+    assert driver.runs_sm90a((9, 0)) and not driver.uses_sm90a((9, 0))
+    assert driver.is_sm90a_module("paged_attention_prefill_sm90a")
+    assert not driver.is_sm90a_module("paged_attention_prefill")
+
+
+def _kernels_without_gpu(capability: tuple[int, int], ptx_dir) -> driver.DeviceKernels:
+    """A DeviceKernels with the fields module lookup reads, built without CUDA."""
+    kernels = driver.DeviceKernels.__new__(driver.DeviceKernels)
+    kernels.gpu = f"cuda:0 (test GPU, sm_{capability[0]}{capability[1]})"
+    kernels.ptx_dir = ptx_dir / driver.PDL_PTX_SUBDIR
+    kernels.sm90a = driver.runs_sm90a(capability)
+    kernels.sm90a_ptx_dir = ptx_dir / driver.SM90A_PTX_SUBDIR
+    return kernels
+
+
+def test_sm90a_module_load_is_refused_off_sm90_and_read_from_its_own_dir(tmp_path):
+    with pytest.raises(driver.NativeKernelError, match="sm_90a .* cannot load on cuda:0 \\(test GPU, sm_100\\)"):
+        _kernels_without_gpu((10, 0), tmp_path)._load("paged_attention_prefill_sm90a")
+    with pytest.raises(driver.NativeKernelError, match=r"sm90a/paged_attention_prefill_sm90a\.ptx is missing"):
+        _kernels_without_gpu((9, 0), tmp_path)._load("paged_attention_prefill_sm90a")
+    with pytest.raises(driver.NativeKernelError, match=r"sm90/norm\.ptx is missing"):
+        _kernels_without_gpu((9, 0), tmp_path)._load("norm")
+
+
+@pytest.mark.parametrize("runs_sm90a", [True, False])
+def test_load_all_modules_adds_the_sm90a_ones_where_they_run(monkeypatch, runs_sm90a):
+    loaded: list[str] = []
+
+    class Kernels:
+        def load_module(self, module: str) -> None:
+            loaded.append(module)
+
+    monkeypatch.setattr(native, "device_kernels", lambda index: Kernels())
+    monkeypatch.setattr(native, "device_runs_sm90a", lambda index: runs_sm90a)
+    expected = [*native.PTX_MODULES, *(native.SM90A_PTX_MODULES if runs_sm90a else ())]
+    assert native.load_all_modules(0) == expected == loaded
