@@ -8,6 +8,8 @@ from lmdeploy_sdk.native import driver, kv_cache
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
 
+ROPE_STORE_KV_MAX_THREADS = 512  # __launch_bounds__ of rope_store_kv_* in rope.cu
+
 
 def _served(q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor, cos_sin: torch.Tensor) -> bool:
     return (
@@ -96,12 +98,17 @@ def rope_store_kv(
     num_tokens, num_q_heads, head_dim = q.shape
     num_kv_heads = k.shape[1]
     q_out = torch.empty((num_tokens, num_q_heads, head_dim), dtype=q.dtype, device=q.device)
+    # One thread per 16-byte work item (8 rotated pairs of q or k, 8 elements of v), so a
+    # token's items take one pass: at batch 1 the whole layer's rope is this one CTA, and
+    # each further pass would add a round trip to L2.
+    items = (num_q_heads + num_kv_heads) * head_dim // 16 + num_kv_heads * head_dim // 8
+    threads = min(ROPE_STORE_KV_MAX_THREADS, (items + 31) // 32 * 32)
     driver.launch(
         q.device,
         "rope",
         f"rope_store_kv_{driver.dtype_suffix(q.dtype)}",
         grid=(num_tokens,),
-        block=(128,),
+        block=(threads,),
         args=(
             driver.ptr(q_out),
             driver.ptr(k_cache),

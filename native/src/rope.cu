@@ -99,7 +99,7 @@ __device__ __forceinline__ void rope_store_kv_token(
 }  // namespace lmd
 
 #define LMD_ROPE_STORE_KV_KERNEL(T, SUFFIX)                                                      \
-  extern "C" __global__ void __launch_bounds__(128) rope_store_kv_##SUFFIX(                      \
+  extern "C" __global__ void __launch_bounds__(512) rope_store_kv_##SUFFIX(                      \
       T* q_out, T* k_cache, T* v_cache, const T* q, const T* k, const T* v,                      \
       const int64_t* positions, const int64_t* slot_mapping, const float* cos_sin,               \
       int num_q_heads, int num_kv_heads, int head_dim, int64_t q_stride_t, int64_t q_stride_h,   \
