@@ -37,6 +37,11 @@ WGMMA_PREFILL_MODULE = "paged_attention_prefill_sm90a"
 WGMMA_PREFILL_THREADS = 256
 WGMMA_PREFILL_TILES = {64: (128, 64, 4), 128: (128, 128, 3)}
 WGMMA_SMEM_SLACK = 1024  # the kernel rounds its smem base up to 1024 bytes (swizzle atoms)
+# Batches whose longest new run is at most this many tokens stay on the mma.sync kernel:
+# with one query tile and one K/V tile per CTA, its two CTAs per SM hide each other's
+# loads and the wgmma kernel's one cannot (64 x 128-token prompts on an H200: 93.5 vs
+# 107.2 us; at 32 x 256 wgmma is ahead, 108.9 vs 114.9; docs/performance.md).
+WGMMA_MIN_Q_LEN = 129
 LOG2E = 1.4426950408889634
 
 
@@ -226,7 +231,11 @@ def paged_prefill(
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
     out = _output(out, q)
     sfx = driver.dtype_suffix(q.dtype)
-    if head_dim in WGMMA_PREFILL_TILES and driver.device_uses_sm90a(driver.device_index(q.device)):
+    if (
+        head_dim in WGMMA_PREFILL_TILES
+        and meta.max_q_len >= WGMMA_MIN_Q_LEN
+        and driver.device_uses_sm90a(driver.device_index(q.device))
+    ):
         module, kernel = WGMMA_PREFILL_MODULE, f"paged_prefill_wgmma_{sfx}_d{head_dim}"
         tile_m, threads = WGMMA_PREFILL_TILES[head_dim][0], WGMMA_PREFILL_THREADS
         shared_mem = wgmma_prefill_smem(head_dim, q.element_size())

@@ -14,7 +14,8 @@ pytestmark = pytest.mark.gpu
 
 
 def test_every_ptx_module_loads():
-    assert native.load_all_modules(0) == list(native.PTX_MODULES)
+    sm90a = list(native.SM90A_PTX_MODULES) if driver.device_runs_sm90a(0) else []  # H100 / H200
+    assert native.load_all_modules(0) == [*native.PTX_MODULES, *sm90a]
 
 
 def test_device_kernels_is_cached_per_device():

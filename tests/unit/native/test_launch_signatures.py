@@ -152,6 +152,17 @@ def test_prefill_runs_the_wgmma_kernel_on_sm90_only(recorder, monkeypatch, head_
     assert recorder.kernels == [expected]
 
 
+def test_prompts_of_one_query_tile_stay_on_the_mma_sync_kernel(recorder, monkeypatch):
+    monkeypatch.setattr(driver, "device_capability", lambda index: (9, 0))
+    monkeypatch.delenv(driver.DISABLE_SM90A_ENV, raising=False)
+    caches = [torch.zeros(40, 16, 4, 128, dtype=torch.bfloat16) for _ in range(2)]
+    longest = native_attention.WGMMA_MIN_Q_LEN
+    for q_lens in ([longest - 1, 5], [longest, 5]):
+        q = torch.randn(sum(q_lens), 16, 128, dtype=torch.bfloat16)
+        native_attention.paged_prefill(q, *caches, _meta(q_lens, [300, 5], 16), 0.1)
+    assert recorder.kernels == ["paged_prefill_bf16_d128", "paged_prefill_wgmma_bf16_d128"]
+
+
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_wgmma_prefill_smem_fits_an_h100_cta(head_dim):
     threads = _entries(native_attention.WGMMA_PREFILL_MODULE, "sm90a")[f"paged_prefill_wgmma_bf16_d{head_dim}"][1]
