@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lmdeploy_sdk import ops
-from lmdeploy_sdk.native import gemv
+from lmdeploy_sdk.native import driver, gemv
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
@@ -114,26 +114,30 @@ def bench_decode(
     return rows
 
 
-def bench_prefill(seq_len: int, hq: int, hkv: int, head_dim: int) -> dict:
-    q, k_cache, v_cache, meta = paged_batch(1, seq_len, seq_len, hq, hkv, head_dim, 64, torch.bfloat16)
-    flops = 4 * hq * head_dim * seq_len * (seq_len + 1) / 2  # causal: QK^T and PV over the lower triangle
-    ms = time_ms(lambda: native_attention.paged_prefill(q, k_cache, v_cache, meta, head_dim**-0.5))
+def bench_prefill(batch: int, seq_len: int, hq: int, hkv: int, head_dim: int) -> dict:
+    """`batch` prompts of seq_len tokens each: our prefill as dispatched (and on an H100/H200
+    each of its two kernels) against SDPA's flash backend."""
+    q, k_cache, v_cache, meta = paged_batch(batch, seq_len, seq_len, hq, hkv, head_dim, 64, torch.bfloat16)
+    # causal: QK^T and PV over the lower triangle
+    flops = batch * 4 * hq * head_dim * seq_len * (seq_len + 1) / 2
+    row = {"kernel": "prefill", "shape": f"B={batch} L={seq_len} Hq={hq} Hkv={hkv} D={head_dim} bf16 causal"}
+    kernels = [None]
+    if driver.device_runs_sm90a(driver.device_index(q.device)) and head_dim in native_attention.WGMMA_PREFILL_TILES:
+        kernels += list(native_attention.PREFILL_KERNELS)
+    for kernel in kernels:
+        ms = time_ms(lambda: native_attention.paged_prefill(q, k_cache, v_cache, meta, head_dim**-0.5, kernel=kernel))
+        key = "" if kernel is None else f"{kernel}_"
+        row[f"{key}ms"], row[f"{key}TFLOPs"] = round(ms, 4), round(flops / ms / 1e9, 1)
     # SDPA gets contiguous K/V already expanded to Hq heads (its flash path has no paging).
-    order = meta.block_tables[0].long()
-    k = k_cache[order].flatten(0, 1)[:seq_len].repeat_interleave(hq // hkv, dim=1).transpose(0, 1)[None]
-    v = v_cache[order].flatten(0, 1)[:seq_len].repeat_interleave(hq // hkv, dim=1).transpose(0, 1)[None]
-    qs = q.transpose(0, 1)[None].contiguous()
+    order = meta.block_tables.long()  # [B, blocks]
+    k = k_cache[order].flatten(1, 2)[:, :seq_len].repeat_interleave(hq // hkv, dim=2).transpose(1, 2)
+    v = v_cache[order].flatten(1, 2)[:, :seq_len].repeat_interleave(hq // hkv, dim=2).transpose(1, 2)
+    qs = q.view(batch, seq_len, hq, head_dim).transpose(1, 2).contiguous()
     k, v = k.contiguous(), v.contiguous()
     with sdpa_kernel(SDPBackend.FLASH_ATTENTION):
         sdpa_ms = time_ms(lambda: F.scaled_dot_product_attention(qs, k, v, is_causal=True))
-    return {
-        "kernel": "prefill",
-        "shape": f"L={seq_len} Hq={hq} Hkv={hkv} D={head_dim} bf16 causal",
-        "ms": round(ms, 4),
-        "TFLOPs": round(flops / ms / 1e9, 1),
-        "sdpa_flash_ms": round(sdpa_ms, 4),
-        "sdpa_flash_TFLOPs": round(flops / sdpa_ms / 1e9, 1),
-    }
+    row["sdpa_flash_ms"], row["sdpa_flash_TFLOPs"] = round(sdpa_ms, 4), round(flops / sdpa_ms / 1e9, 1)
+    return row
 
 
 # Llama-3-8B's decode linears: (name, N, K) of the [N, K] weight.
@@ -216,9 +220,13 @@ def main(argv: list[str] | None = None) -> int:
             decode += bench_decode(32, 4096, 64, 8, 128, copy_gbs, [None])
             decode += bench_decode(32, 4096, 16, 2, 64, copy_gbs, [None])
     if args.only in (None, "prefill"):
-        prefill = [bench_prefill(4096, 32, 8, 128)]
+        prefill = [bench_prefill(1, 4096, 32, 8, 128)]
         if not args.quick:
-            prefill += [bench_prefill(1024, 32, 8, 128), bench_prefill(8192, 32, 8, 128), bench_prefill(4096, 16, 16, 64)]
+            prefill += [bench_prefill(1, 1024, 32, 8, 128), bench_prefill(1, 8192, 32, 8, 128),
+                        bench_prefill(1, 4096, 16, 16, 64)]
+            # batches of short prompts, as the engine's prefill steps carry them
+            prefill += [bench_prefill(16, 512, 32, 8, 128), bench_prefill(32, 256, 32, 8, 128),
+                        bench_prefill(64, 128, 32, 8, 128)]
     if args.only in (None, "gemv"):
         gemv_rows = bench_gemv(1, copy_gbs)
         if not args.quick:
@@ -237,9 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'decode shape':<44}{'splits':>7}{'ms':>9}{'KV GB/s':>9}{'% copy':>8}")
     for r in decode:
         print(f"{r['shape']:<44}{r['num_splits']!s:>7}{r['ms']:>9.3f}{r['kv_GBps']:>9.0f}{r['pct_of_copy']:>8.1f}")
-    print(f"{'prefill shape':<44}{'ms':>9}{'TFLOP/s':>9}{'sdpa ms':>9}{'sdpa TF':>9}")
+    print(f"{'prefill shape (TFLOP/s)':<48}{'ms':>8}{'ours':>7}{'wgmma':>7}{'mma.sync':>9}{'sdpa ms':>8}{'sdpa':>7}{'ratio':>7}")
     for r in prefill:
-        print(f"{r['shape']:<44}{r['ms']:>9.3f}{r['TFLOPs']:>9.1f}{r['sdpa_flash_ms']:>9.3f}{r['sdpa_flash_TFLOPs']:>9.1f}")
+        per_kernel = "".join(f"{r.get(f'{k}_TFLOPs', float('nan')):>{w}.1f}" for k, w in (("wgmma", 7), ("mma_sync", 9)))
+        print(f"{r['shape']:<48}{r['ms']:>8.3f}{r['TFLOPs']:>7.1f}{per_kernel}"
+              f"{r['sdpa_flash_ms']:>8.3f}{r['sdpa_flash_TFLOPs']:>7.1f}{r['sdpa_flash_ms'] / r['ms']:>7.2f}")
     print(f"{'gemv shape (GB/s: weight bytes read)':<44}{'ms':>9}{'GB/s':>7}{'% copy':>8}"
           f"{'torch ms':>10}{'GB/s':>7}{'% copy':>8}{'speedup':>8}")
     for r in gemv_rows:

@@ -37,11 +37,12 @@ WGMMA_PREFILL_MODULE = "paged_attention_prefill_sm90a"
 WGMMA_PREFILL_THREADS = 256
 WGMMA_PREFILL_TILES = {64: (128, 64, 4), 128: (128, 128, 3)}
 WGMMA_SMEM_SLACK = 1024  # the kernel rounds its smem base up to 1024 bytes (swizzle atoms)
-# Batches whose longest new run is at most this many tokens stay on the mma.sync kernel:
-# with one query tile and one K/V tile per CTA, its two CTAs per SM hide each other's
-# loads and the wgmma kernel's one cannot (64 x 128-token prompts on an H200: 93.5 vs
-# 107.2 us; at 32 x 256 wgmma is ahead, 108.9 vs 114.9; docs/performance.md).
+# Batches whose longest new run fits one query tile (fewer tokens than this) stay on the
+# mma.sync kernel: with one query tile and one K/V tile a CTA, its two CTAs per SM hide
+# each other's loads and the wgmma kernel's one cannot (64 prompts of 128 tokens on an
+# H200; `bench_kernels --only prefill` times both, docs/performance.md).
 WGMMA_MIN_Q_LEN = 129
+PREFILL_KERNELS = ("wgmma", "mma_sync")  # paged_prefill(kernel=...) overrides
 LOG2E = 1.4426950408889634
 
 
@@ -211,6 +212,26 @@ def wgmma_prefill_smem(head_dim: int, element_size: int) -> int:
     return WGMMA_SMEM_SLACK + (tile_m + 2 * stages * tile_n) * head_dim * element_size
 
 
+def _prefill_on_wgmma(kernel: str | None, head_dim: int, max_q_len: int, device_index: int) -> bool:
+    """Whether paged_prefill runs the wgmma kernel: as `kernel` asks, else by the rule above."""
+    if kernel is not None and kernel not in PREFILL_KERNELS:
+        raise ValueError(f"kernel must be one of {PREFILL_KERNELS} or None, got {kernel!r}")
+    if kernel == "mma_sync":
+        return False
+    if kernel == "wgmma":
+        if head_dim not in WGMMA_PREFILL_TILES or not driver.device_runs_sm90a(device_index):
+            raise ValueError(
+                f"the wgmma prefill needs compute capability 9.0 and head dim in {sorted(WGMMA_PREFILL_TILES)}"
+                f" (GPU {device_index}: {driver.device_capability(device_index)}, head dim {head_dim})"
+            )
+        return True
+    return (
+        head_dim in WGMMA_PREFILL_TILES
+        and max_q_len >= WGMMA_MIN_Q_LEN
+        and driver.device_uses_sm90a(device_index)
+    )
+
+
 def paged_prefill(
     q: torch.Tensor,
     k_cache: torch.Tensor,
@@ -218,10 +239,13 @@ def paged_prefill(
     meta: AttentionMetadata,
     scale: float,
     out: torch.Tensor | None = None,
+    kernel: str | None = None,
 ) -> torch.Tensor:
     """Causal attention of any number of new tokens per sequence over its cached context.
 
     out: a contiguous [T, Hq, D] tensor to write into (default: a new one).
+    kernel: "wgmma" or "mma_sync" to run that one (benchmarks, tests); None picks wgmma on
+    compute capability 9.0 for runs longer than one query tile (see WGMMA_MIN_Q_LEN).
     """
     # q: [T, Hq, D]; caches: [num_blocks, block_size, Hkv, D] -> out: [T, Hq, D]
     q = as_vec8(q)
@@ -231,16 +255,12 @@ def paged_prefill(
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
     out = _output(out, q)
     sfx = driver.dtype_suffix(q.dtype)
-    if (
-        head_dim in WGMMA_PREFILL_TILES
-        and meta.max_q_len >= WGMMA_MIN_Q_LEN
-        and driver.device_uses_sm90a(driver.device_index(q.device))
-    ):
-        module, kernel = WGMMA_PREFILL_MODULE, f"paged_prefill_wgmma_{sfx}_d{head_dim}"
+    if _prefill_on_wgmma(kernel, head_dim, meta.max_q_len, driver.device_index(q.device)):
+        module, name = WGMMA_PREFILL_MODULE, f"paged_prefill_wgmma_{sfx}_d{head_dim}"
         tile_m, threads = WGMMA_PREFILL_TILES[head_dim][0], WGMMA_PREFILL_THREADS
         shared_mem = wgmma_prefill_smem(head_dim, q.element_size())
     else:
-        module, kernel = "paged_attention_prefill", f"paged_prefill_{sfx}_d{head_dim}"
+        module, name = "paged_attention_prefill", f"paged_prefill_{sfx}_d{head_dim}"
         warps, tile_m, tile_n = PREFILL_TILES[head_dim]
         threads = 32 * warps
         # dynamic smem: the Q tile, one K tile and one V tile of padded rows
@@ -249,7 +269,7 @@ def paged_prefill(
     driver.launch(
         q.device,
         module,
-        kernel,
+        name,
         grid=(q_tiles, num_q_heads, meta.num_seqs),
         block=(threads,),
         shared_mem=shared_mem,

@@ -163,6 +163,21 @@ def test_prompts_of_one_query_tile_stay_on_the_mma_sync_kernel(recorder, monkeyp
     assert recorder.kernels == ["paged_prefill_bf16_d128", "paged_prefill_wgmma_bf16_d128"]
 
 
+def test_prefill_kernel_can_be_forced(recorder, monkeypatch):
+    caches = [torch.zeros(40, 16, 4, 128, dtype=torch.bfloat16) for _ in range(2)]
+    q, meta = torch.randn(305, 16, 128, dtype=torch.bfloat16), _meta([300, 5], [300, 5], 16)
+    monkeypatch.setattr(driver, "device_capability", lambda index: (9, 0))
+    native_attention.paged_prefill(q, *caches, meta, 0.1, kernel="mma_sync")
+    native_attention.paged_prefill(torch.randn(6, 16, 128, dtype=torch.bfloat16), *caches,
+                                   _meta([1, 5], [300, 5], 16), 0.1, kernel="wgmma")
+    assert recorder.kernels == ["paged_prefill_bf16_d128", "paged_prefill_wgmma_bf16_d128"]
+    with pytest.raises(ValueError, match="'fast'"):
+        native_attention.paged_prefill(q, *caches, meta, 0.1, kernel="fast")
+    monkeypatch.setattr(driver, "device_capability", lambda index: (8, 9))
+    with pytest.raises(ValueError, match=r"compute capability 9.0 .*\(8, 9\)"):
+        native_attention.paged_prefill(q, *caches, meta, 0.1, kernel="wgmma")
+
+
 @pytest.mark.parametrize("head_dim", [64, 128])
 def test_wgmma_prefill_smem_fits_an_h100_cta(head_dim):
     threads = _entries(native_attention.WGMMA_PREFILL_MODULE, "sm90a")[f"paged_prefill_wgmma_bf16_d{head_dim}"][1]
