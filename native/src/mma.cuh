@@ -57,6 +57,41 @@ __device__ __forceinline__ float exp2_ftz(float x) {
   return y;
 }
 
+// One key tile's online-softmax step for row `half` (0: lane / 4, 1: lane / 4 + 8) of a
+// 16-row C-fragment tile, whose scores live in the 4 lanes of a quad: s[jn][2 half ..
+// 2 half + 1] are this lane's raw scores of that row (overwritten with their exp2 weights),
+// o[dn][2 half ..] its O accumulators (rescaled). Scores stay unscaled: the scale folds
+// into one FFMA, exp2(s * scale_log2 - max * scale_log2) (scale > 0); row_max is the
+// running max of raw scores, row_sum this lane's partial sum (quad-reduced at the end).
+template <int NB, int ND>
+__device__ __forceinline__ void online_softmax_row(float (&s)[NB][4], float (&o)[ND][4], int half,
+                                                   float& row_max, float& row_sum,
+                                                   float scale_log2) {
+  float mx = -INFINITY;
+#pragma unroll
+  for (int jn = 0; jn < NB; ++jn) mx = fmaxf(mx, fmaxf(s[jn][2 * half], s[jn][2 * half + 1]));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  const float new_max = fmaxf(row_max, mx);
+  const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;  // masked so far
+  const float alpha = exp2_ftz(row_max * scale_log2 - base);             // 0 on the first tile
+  row_max = new_max;
+  float sum = 0.f;
+#pragma unroll
+  for (int jn = 0; jn < NB; ++jn)
+#pragma unroll
+    for (int e = 2 * half; e < 2 * half + 2; ++e) {
+      s[jn][e] = exp2_ftz(fmaf(s[jn][e], scale_log2, -base));
+      sum += s[jn][e];
+    }
+  row_sum = row_sum * alpha + sum;
+#pragma unroll
+  for (int dn = 0; dn < ND; ++dn) {
+    o[dn][2 * half] *= alpha;
+    o[dn][2 * half + 1] *= alpha;
+  }
+}
+
 // __syncthreads for barriers reached from different code sites (each warp at exactly one
 // of them, e.g. both arms of a warp-uniform branch): PTX's non-.aligned barrier allows
 // that; __syncthreads (bar.sync, .aligned) requires every thread at the same instruction.

@@ -204,39 +204,14 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
       cta_barrier();       // everyone's did; every warp is done reading K_j
       if (n0 + kTileN < kv_end) load_kv_tile(s_k, k_cache, n0 + kTileN);
       cp_async_commit();  // group: K_{j+1}, lands during softmax and P.V
-      // Online softmax (a row lives in the 4 lanes of a quad). Scores stay unscaled: the
-      // scale folds into one FFMA, exp2(s * scale_log2 - max * scale_log2) (scale > 0).
-      // Each m16 tile is packed as soon as it is done, so its S registers free early.
+      // Online softmax (online_softmax_row, mma.cuh). Each m16 tile is packed as soon as
+      // it is done, so its S registers free early.
 #pragma unroll
       for (int mi = 0; mi < M_TILES; ++mi) {
 #pragma unroll
-        for (int half = 0; half < 2; ++half) {
-          const int ri = 2 * mi + half;
-          float mx = -INFINITY;
-#pragma unroll
-          for (int jn = 0; jn < kTileN / 8; ++jn)
-            mx = fmaxf(mx, fmaxf(s[mi][jn][2 * half], s[mi][jn][2 * half + 1]));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-          mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-          const float new_max = fmaxf(row_max[ri], mx);
-          const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;  // masked so far
-          const float alpha = exp2_ftz(row_max[ri] * scale_log2 - base);  // 0 on the first tile
-          row_max[ri] = new_max;
-          float sum = 0.f;
-#pragma unroll
-          for (int jn = 0; jn < kTileN / 8; ++jn)
-#pragma unroll
-            for (int e = 2 * half; e < 2 * half + 2; ++e) {
-              s[mi][jn][e] = exp2_ftz(fmaf(s[mi][jn][e], scale_log2, -base));
-              sum += s[mi][jn][e];
-            }
-          row_sum[ri] = row_sum[ri] * alpha + sum;  // quad-reduced at the end
-#pragma unroll
-          for (int dn = 0; dn < D / 8; ++dn) {
-            o[mi][dn][2 * half] *= alpha;
-            o[mi][dn][2 * half + 1] *= alpha;
-          }
-        }
+        for (int half = 0; half < 2; ++half)
+          online_softmax_row(s[mi], o[mi], half, row_max[2 * mi + half], row_sum[2 * mi + half],
+                             scale_log2);
         // P's C fragments become A fragments: keys 16t..16t+15 are n8 tiles 2t (c0 c1:
         // row g -> a0, c2 c3: row g + 8 -> a1) and 2t + 1 (-> a2, a3).
 #pragma unroll

@@ -182,35 +182,13 @@ __device__ __forceinline__ void paged_prefill_wgmma(T* __restrict__ out, const T
           if (jn * 8 + (e & 1) > lim + (e / 2) * 8) s[4 * jn + e] = -INFINITY;
     }
 
-    // Online softmax; a row lives in the 4 lanes of a quad. Scores stay unscaled: the
-    // scale folds into one FFMA, exp2(s * scale_log2 - max * scale_log2) (scale > 0).
+    // Online softmax (mma.cuh), on the accumulators viewed as mma.sync's C fragments:
+    // s[4 * jn + e] is s[jn][e] there, o[4 * dn + e] is o[dn][e].
 #pragma unroll
-    for (int half = 0; half < 2; ++half) {
-      float mx = -INFINITY;
-#pragma unroll
-      for (int jn = 0; jn < kTileN / 8; ++jn)
-        mx = fmaxf(mx, fmaxf(s[4 * jn + 2 * half], s[4 * jn + 2 * half + 1]));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-      mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-      const float new_max = fmaxf(row_max[half], mx);
-      const float base = new_max == -INFINITY ? 0.f : new_max * scale_log2;  // masked so far
-      const float alpha = exp2_ftz(row_max[half] * scale_log2 - base);     // 0 on the first tile
-      row_max[half] = new_max;
-      float sum = 0.f;
-#pragma unroll
-      for (int jn = 0; jn < kTileN / 8; ++jn)
-#pragma unroll
-        for (int e = 2 * half; e < 2 * half + 2; ++e) {
-          s[4 * jn + e] = exp2_ftz(fmaf(s[4 * jn + e], scale_log2, -base));
-          sum += s[4 * jn + e];
-        }
-      row_sum[half] = row_sum[half] * alpha + sum;
-#pragma unroll
-      for (int dn = 0; dn < D / 8; ++dn) {
-        o[4 * dn + 2 * half] *= alpha;
-        o[4 * dn + 2 * half + 1] *= alpha;
-      }
-    }
+    for (int half = 0; half < 2; ++half)
+      online_softmax_row(reinterpret_cast<float(&)[kTileN / 8][4]>(s),
+                         reinterpret_cast<float(&)[D / 8][4]>(o), half, row_max[half],
+                         row_sum[half], scale_log2);
     // P as A fragments of the k16 steps over keys 16 * kt .. 16 * kt + 15: accumulator
     // blocks jn = 2 kt (keys 16 kt + 2t..) and 2 kt + 1 (keys 16 kt + 8 + 2t..) give
     // a[0] (row g) a[1] (row g + 8) and a[2] a[3] (wgmma.cuh's A layout).
