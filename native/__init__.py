@@ -35,9 +35,11 @@ OP_NAMES = (
     "linear",
     "rms_norm_linear",
     "rms_norm_gated_linear",
+    "argmax",
 )
 PTX_MODULES = (
     "activation",
+    "argmax",
     "gemv",
     "kv_cache",
     "norm",
@@ -66,7 +68,7 @@ def native_available() -> bool:
 
 @functools.cache
 def _op_table() -> dict[str, Callable]:
-    from lmdeploy_sdk.native import activation, gemv, kv_cache, norm, paged_attention, rope
+    from lmdeploy_sdk.native import activation, argmax, gemv, kv_cache, norm, paged_attention, rope
 
     return {
         "rms_norm": norm.rms_norm,
@@ -79,6 +81,7 @@ def _op_table() -> dict[str, Callable]:
         "linear": gemv.linear,
         "rms_norm_linear": gemv.rms_norm_linear,
         "rms_norm_gated_linear": gemv.rms_norm_gated_linear,
+        "argmax": argmax.argmax,
     }
 
 

@@ -15,6 +15,7 @@ from collections import defaultdict
 
 import torch
 
+from lmdeploy_sdk import ops
 from lmdeploy_sdk.engine.engine import Engine
 from lmdeploy_sdk.engine.sequence import Sequence
 
@@ -64,7 +65,7 @@ def _measure(engine: Engine, seqs: list[Sequence], context: int, new_tokens: int
     @torch.inference_mode()
     def step() -> None:
         hidden = model(ids, positions, runner.kv_caches, meta)  # [B * new_tokens, H]
-        model.compute_logits(hidden.index_select(0, last)).argmax(dim=-1)
+        ops.argmax(model.compute_logits(hidden.index_select(0, last)))  # as the sampler's greedy rows
 
     def sync() -> None:
         if on_cuda:

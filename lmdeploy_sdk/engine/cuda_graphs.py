@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from lmdeploy_sdk.ops.transfer import padded_rows, to_device
+from lmdeploy_sdk.ops.transfer import padded_rows, pinned, to_device
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 GRAPH_BATCH_SIZES = (
     1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024
 )
+
+# Up to this many block-table entries (bs * max_blocks) a step sends the table padded to
+# max_blocks columns in the same host-to-device copy as kv_lens (small batches: the GPU
+# waits on each extra copy); larger batches send only the columns in use.
+WIDE_TABLE_ENTRIES = 16384
 
 
 class DecodeGraphs:
@@ -44,25 +49,36 @@ class DecodeGraphs:
         if not self.sizes or self.sizes[-1] < max_batch_size:
             self.sizes.append(max_batch_size)
         n = self.sizes[-1]
-        max_blocks = -(-max_context // block_size)
-        i32, i64 = dict(dtype=torch.int32, device=device), dict(dtype=torch.int64, device=device)
-        # static inputs, [n] or [n, max_blocks]
-        self.input_ids = torch.zeros(n, **i64)
-        self.positions = torch.zeros(n, **i64)
-        self.slots = torch.full((n,), -1, **i64)
-        self.kv_lens = torch.ones(n, **i32)
-        self.block_tables = torch.zeros(n, max_blocks, **i32)
-        self.cu_seqlens = torch.arange(n + 1, **i32)
+        self.max_blocks = -(-max_context // block_size)
+        # Static inputs, laid out per graph size bs so that one host-to-device copy fills
+        # each buffer (a step's copies and launches before the first layer idle the GPU):
+        # inputs64[:3 bs] = ids | positions | slots, inputs32[:bs] = kv_lens, then the block
+        # table [bs, max_blocks]. See _views.
+        self.inputs64 = torch.zeros(3 * n, dtype=torch.int64, device=device)
+        self.inputs32 = torch.zeros(n * (1 + self.max_blocks), dtype=torch.int32, device=device)
+        self.cu_seqlens = torch.arange(n + 1, dtype=torch.int32, device=device)
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, torch.Tensor] = {}
         self.pool = None
 
+    def _views(self, bs: int) -> dict[str, torch.Tensor]:
+        """The static inputs of graph `bs`: ids, positions, slots [bs] int64; kv_lens [bs] and
+        block_tables [bs, max_blocks] int32."""
+        return {
+            "input_ids": self.inputs64[:bs],
+            "positions": self.inputs64[bs : 2 * bs],
+            "slots": self.inputs64[2 * bs : 3 * bs],
+            "kv_lens": self.inputs32[:bs],
+            "block_tables": self.inputs32[bs : bs * (1 + self.max_blocks)].view(bs, self.max_blocks),
+        }
+
     def _meta(self, bs: int) -> AttentionMetadata:
+        v = self._views(bs)
         return AttentionMetadata(
             cu_seqlens_q=self.cu_seqlens[: bs + 1],
-            kv_lens=self.kv_lens[:bs],
-            block_tables=self.block_tables[:bs],
-            slot_mapping=self.slots[:bs],
+            kv_lens=v["kv_lens"],
+            block_tables=v["block_tables"],
+            slot_mapping=v["slots"],
             q_lens_cpu=[1] * bs,
             kv_lens_cpu=[self.max_context] * bs,
             max_q_len=1,
@@ -71,13 +87,20 @@ class DecodeGraphs:
         )
 
     def _forward(self, bs: int) -> torch.Tensor:
-        return self.model(self.input_ids[:bs], self.positions[:bs], self.kv_caches, self._meta(bs))
+        v = self._views(bs)
+        return self.model(v["input_ids"], v["positions"], self.kv_caches, self._meta(bs))
 
     @torch.inference_mode()
     def capture(self) -> None:
         """Capture every batch size, largest first so the smaller graphs reuse its memory pool."""
         torch.cuda.synchronize(self.device)
         for bs in reversed(self.sizes):
+            v = self._views(bs)  # padding inputs while capturing: no cache write, 1-token contexts
+            v["input_ids"].zero_()
+            v["positions"].zero_()
+            v["slots"].fill_(-1)
+            v["kv_lens"].fill_(1)
+            v["block_tables"].zero_()
             self._forward(bs)  # warm up: loads modules, settles allocations
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph, pool=self.pool):
@@ -108,20 +131,21 @@ class DecodeGraphs:
         n = len(input_ids)
         bs = self.padded_size(n)
         assert bs is not None and bs in self.graphs, f"no graph for batch {n}"
-        width = max(len(t) for t in tables)
         pad = bs - n
-        # one pinned host buffer per dtype, queued behind the previous step (see runner.to_device)
-        host = to_device(
-            input_ids + [0] * pad + positions + [0] * pad + slots + [-1] * pad + kv_lens + [1] * pad,
-            torch.int64, self.device,
-        ).view(4, bs)
-        table = to_device(padded_rows(tables, width, bs), torch.int32, self.device).view(bs, width)
-        self.input_ids[:bs].copy_(host[0])
+        # pinned host buffers copied straight into the static inputs, queued behind the
+        # previous step (see transfer.to_device), which may still be reading them
+        ids_pos_slots = pinned(input_ids + [0] * pad + positions + [0] * pad + slots + [-1] * pad, torch.int64)
+        self.inputs64[: 3 * bs].copy_(ids_pos_slots, non_blocking=True)
+        if bs * self.max_blocks <= WIDE_TABLE_ENTRIES:  # the whole table rides along with kv_lens
+            lens_tables = pinned(kv_lens + [1] * pad + padded_rows(tables, self.max_blocks, bs), torch.int32)
+            self.inputs32[: bs * (1 + self.max_blocks)].copy_(lens_tables, non_blocking=True)
+        else:  # only the columns in use: padding every row to max_blocks would cost the host more
+            width = max(len(t) for t in tables)
+            lens_tables = to_device(kv_lens + [1] * pad + padded_rows(tables, width, bs), torch.int32, self.device)
+            views = self._views(bs)
+            views["kv_lens"].copy_(lens_tables[:bs])
+            views["block_tables"][:, :width].copy_(lens_tables[bs:].view(bs, width))
         if fill is not None:
-            self.input_ids.index_copy_(0, *fill)
-        self.positions[:bs].copy_(host[1])
-        self.slots[:bs].copy_(host[2])
-        self.kv_lens[:bs].copy_(host[3])
-        self.block_tables[:bs, :width].copy_(table)
+            self.inputs64[:bs].index_copy_(0, *fill)
         self.graphs[bs].replay()
         return self.outputs[bs][:n]

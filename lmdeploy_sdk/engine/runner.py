@@ -198,7 +198,7 @@ class ModelRunner:
         tgt = torch.tensor(targets, dtype=torch.int64, device=self.device)  # [n]
         total = 0.0
         for i in range(0, n, _SCORE_ROWS):  # bounded [rows, V] logits at a time
-            logits = self.model.compute_logits(hidden[i : i + _SCORE_ROWS])
+            logits = self.model.compute_logits(hidden[i : i + _SCORE_ROWS]).float()  # [rows, V]
             loss = torch.nn.functional.cross_entropy(
                 logits, tgt[i : i + _SCORE_ROWS], ignore_index=-1, reduction="sum"
             )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from lmdeploy_sdk import ops
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.messages import GenerationConfig
 
@@ -189,22 +190,24 @@ class SampledTokens:
 class Sampler:
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
-        # logits: [S, V] float32 at each sampling sequence's last position
-        logits = logits.float()
+        # logits: [S, V] (the model's dtype) at each sampling sequence's last position.
+        # Greedy rows take the argmax of the logits as they are (in float32 the order is the
+        # same); penalties, sampling and logprobs work on float32 copies.
         if any(r.params.edits_logits for r in rows):
+            logits = logits.float()
             _apply_penalties(logits, rows)
-        tokens = logits.argmax(dim=-1)  # [S]; greedy rows keep theirs
+        tokens = ops.argmax(logits)  # [S]; greedy rows keep theirs
         sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
         if sampled:
             index = to_device(sampled, torch.int64, logits.device)
-            picked = _sample_rows(logits.index_select(0, index), [rows[i].params for i in sampled])
+            picked = _sample_rows(logits.index_select(0, index).float(), [rows[i].params for i in sampled])
             tokens.index_copy_(0, index, picked)
         want = [i for i, r in enumerate(rows) if r.params.logprobs is not None]
         if not want:
             return SampledTokens(tokens, [], [], None, None, None)
         ks = [rows[i].params.logprobs for i in want]
         index = to_device(want, torch.int64, logits.device)
-        lp = torch.log_softmax(logits.index_select(0, index), dim=-1)  # [W, V]
+        lp = torch.log_softmax(logits.index_select(0, index).float(), dim=-1)  # [W, V]
         top_values, top_ids = lp.topk(max(max(ks), 1), dim=-1)  # [W, K]
         chosen = lp.gather(1, tokens.index_select(0, index).unsqueeze(1)).squeeze(1)  # [W]
         return SampledTokens(tokens, want, ks, top_values, top_ids, chosen)

@@ -182,9 +182,12 @@ class CausalLM(nn.Module):
         return self.model(input_ids, positions, kv_caches, meta)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        # hidden: [N, hidden] -> [N, vocab] float32
+        """Logits in the model's dtype: greedy decoding takes their argmax as they are (a
+        float32 copy of a large batch's logits costs more than the argmax); callers that
+        need float32 (sampling, scoring) convert."""
+        # hidden: [N, hidden] -> [N, vocab]
         weight = self.model.embed_tokens.weight if self.lm_head is None else self.lm_head.weight
-        return ops.linear(hidden, weight).float()
+        return ops.linear(hidden, weight)
 
 
 def hf_layout(cfg: ModelConfig) -> dict[str, WeightTarget]:

@@ -25,6 +25,7 @@ __all__ = [
     "linear",
     "rms_norm_linear",
     "rms_norm_gated_linear",
+    "argmax",
 ]
 
 
@@ -87,3 +88,8 @@ def rms_norm_gated_linear(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     fn = _native("rms_norm_gated_linear", x) or reference.rms_norm_gated_linear
     return fn(x, residual, norm_weight, eps, gate_up_weight, bias)
+
+
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    fn = _native("argmax", logits)
+    return (fn or reference.argmax)(logits)

@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
 
+def argmax(logits: torch.Tensor) -> torch.Tensor:
+    # logits: [S, V] -> int64 [S]: the first index of the largest value (NaN counts as largest)
+    return logits.argmax(dim=-1)
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     # x: [T, H] (or [T, heads, D] normalised over the last dim); weight: [H]
     xf = x.float()

@@ -12,7 +12,13 @@ def to_device(values: list, dtype: torch.dtype, device: torch.device) -> torch.T
     """
     if device.type != "cuda":
         return torch.tensor(values, dtype=dtype)
-    return torch.tensor(values, dtype=dtype, pin_memory=True).to(device, non_blocking=True)
+    return pinned(values, dtype).to(device, non_blocking=True)
+
+
+def pinned(values: list, dtype: torch.dtype) -> torch.Tensor:
+    """A host list as a page-locked tensor: copies from it to the GPU are queued, not waited for
+    (torch keeps the memory until such a copy has run)."""
+    return torch.tensor(values, dtype=dtype, pin_memory=True)
 
 
 def padded_rows(rows: list[list[int]], width: int, num_rows: int, fill: int = 0) -> list[int]:

@@ -84,6 +84,17 @@ def test_native_engine_agrees_with_reference_ops(arch, confident_model, monkeypa
     assert min(scores) >= 0.95, scores
 
 
+def test_decode_graphs_send_the_block_table_either_way(confident_model, monkeypatch):
+    """Small batches send the block table padded to max_blocks in kv_lens' copy, larger
+    ones only the columns in use through a second copy: the same tokens either way."""
+    from lmdeploy_sdk.engine import cuda_graphs
+
+    path = confident_model("LlamaForCausalLM")
+    wide = run(path, monkeypatch, native_on=True, graphs_on=True)
+    monkeypatch.setattr(cuda_graphs, "WIDE_TABLE_ENTRIES", 0)
+    assert run(path, monkeypatch, native_on=True, graphs_on=True) == wide
+
+
 def test_chunked_prefill_prefix_cache_and_preemption_on_gpu(confident_model, monkeypatch):
     path = confident_model("LlamaForCausalLM")
     ref = run(path, monkeypatch, native_on=False, graphs_on=False)
@@ -133,6 +144,7 @@ def test_batch_one_decode_runs_the_fused_gemv_kernels(confident_model, monkeypat
     assert names.count("rms_norm_gated_gemv_f16_m1") == names.count("rms_norm_gemv_f16_m1")
     assert names.count("gemv_f16_m1") >= decode_steps * (2 * layers + 1)  # o, down; lm_head
     assert names.count("rope_store_kv_f16") >= (decode_steps + 1) * layers
+    assert sum(n.startswith("argmax_partial") for n in names) == decode_steps + 1  # greedy: our argmax
 
 
 def test_engine_start_loads_every_kernel_module(tiny_model_factory, monkeypatch):

@@ -47,7 +47,7 @@ class PagedKV:
     def step(self, model: CausalLM, chunks: list[tuple[int, list[int]]]) -> list[torch.Tensor]:
         """Run one flat forward; the logits [len(tokens), V] of each chunk, in order."""
         input_ids, positions, meta = self.batch(chunks)
-        logits = model.compute_logits(model(input_ids, positions, self.caches, meta))  # [T, V]
+        logits = model.compute_logits(model(input_ids, positions, self.caches, meta)).float()  # [T, V]
         return list(logits.split(meta.q_lens_cpu))
 
 
