@@ -1,9 +1,9 @@
 // Row-wise argmax of logits [S, V] (fp16/bf16) -> int64 [S], as torch.argmax(dim=-1):
 // the first index of the largest value, a NaN counting as larger than any number.
-// Greedy decoding ends every step with it. torch reduces a row in one CTA (about 27 us
-// for a 128k vocabulary on an H200: the GPU idles while one SM reads 256 KB), so a row
-// is split over P CTAs here: argmax_partial writes each slice's (value, index), and
-// argmax_final merges a row's P partials (with P == 1 argmax_partial writes the answer).
+// Greedy decoding ends every step with it. torch reduces a row in one CTA (at batch 1
+// the GPU idles while one SM reads the whole vocabulary's logits), so a row is split
+// over P CTAs here: argmax_partial writes each slice's (value, index), and argmax_final
+// merges a row's P partials (with P == 1 argmax_partial writes the answer).
 #include "common.cuh"
 
 namespace lmd {
