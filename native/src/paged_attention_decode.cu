@@ -87,40 +87,20 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   // Byte offset of this thread's chunk inside a cache row (same for K and V).
   const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
   // K and V of tile `tile` into its ring stage. Keys past the split's end are zero-filled
-  // (their scores are masked; P.V must not meet NaN garbage).
+  // (their scores are masked; P.V must not meet NaN garbage). A split starts on a tile
+  // boundary (decode_split_len), as cp_async_tile_rows's whole-tile path needs.
   auto load_tile = [&](int tile) {
     T* dst_k = s_ring + (tile % kStages) * 2 * kTile * kStride + ld_dst;
     T* dst_v = dst_k + kTile * kStride;
     const int n0 = start + tile * kTile;
-    const int n = n0 + ld_row;  // this thread's first key
-    if (block_shift >= 0 && block_size >= kTile) {
-      // Power-of-two blocks of kTile keys or more hold whole tiles (n0 is a multiple of
-      // kTile): one block-table lookup per tile, rows at a fixed stride.
-      const uint32_t tok =
-          static_cast<uint32_t>(bt[n0 >> block_shift]) * block_size + (n & (block_size - 1));
-      const uint64_t off = static_cast<uint64_t>(tok) * cache_row_bytes + ld_src;
-      const char* src_k = reinterpret_cast<const char*>(k_cache) + off;
-      const char* src_v = reinterpret_cast<const char*>(v_cache) + off;
-#pragma unroll
-      for (int i = 0; i < kTile / kRowStep; ++i) {
-        const int bytes = n + i * kRowStep < end ? 16 : 0;
-        const uint64_t step = static_cast<uint64_t>(i * kRowStep) * cache_row_bytes;
-        cp_async_16(dst_k + i * kRowStep * kStride, src_k + step, bytes);
-        cp_async_16(dst_v + i * kRowStep * kStride, src_v + step, bytes);
-      }
-      return;
-    }
-    // Smaller blocks: one lookup per row; rows past the end read key 0's entry (always there).
-#pragma unroll
-    for (int i = 0; i < kTile / kRowStep; ++i) {
-      const bool valid = n + i * kRowStep < end;
-      const int64_t tok = token_row(bt, valid ? n + i * kRowStep : 0, block_size, block_shift);
-      const uint64_t off = static_cast<uint64_t>(tok) * cache_row_bytes + ld_src;
-      cp_async_16(dst_k + i * kRowStep * kStride, reinterpret_cast<const char*>(k_cache) + off,
-                  valid ? 16 : 0);
-      cp_async_16(dst_v + i * kRowStep * kStride, reinterpret_cast<const char*>(v_cache) + off,
-                  valid ? 16 : 0);
-    }
+    const char* src_k = reinterpret_cast<const char*>(k_cache) + ld_src;
+    const char* src_v = reinterpret_cast<const char*>(v_cache) + ld_src;
+    for_tile_rows<kTile / kRowStep, kRowStep, kTile>(  // K and V rows from one lookup
+        bt, n0, n0 + ld_row, end, block_size, block_shift, cache_row_bytes,
+        [&](int i, uint64_t offset, int bytes) {
+          cp_async_16(dst_k + i * kRowStep * kStride, src_k + offset, bytes);
+          cp_async_16(dst_v + i * kRowStep * kStride, src_v + offset, bytes);
+        });
   };
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
