@@ -35,6 +35,7 @@ OP_NAMES = (
     "linear",
     "rms_norm_linear",
     "rms_norm_gated_linear",
+    "rms_norm_rope_store_kv",
     "argmax",
 )
 PTX_MODULES = (
@@ -81,6 +82,7 @@ def _op_table() -> dict[str, Callable]:
         "linear": gemv.linear,
         "rms_norm_linear": gemv.rms_norm_linear,
         "rms_norm_gated_linear": gemv.rms_norm_gated_linear,
+        "rms_norm_rope_store_kv": gemv.rms_norm_rope_store_kv,
         "argmax": argmax.argmax,
     }
 

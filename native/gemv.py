@@ -1,13 +1,15 @@
-"""Decode-time linears (1-2 rows) on `gemv.ptx`, with the pre-norm and the MLP's
-SiLU-and-mul folded in.
+"""Decode-time linears (1-2 rows) on `gemv.ptx`, with the pre-norm, the MLP's SiLU-and-mul
+and attention's rope + KV-cache write folded in.
 
 At batch 1-2 a decode step reads every weight once and does almost no arithmetic on
 it, so nn.Linear is bound by HBM bandwidth. The kernel streams W with 16-byte loads and
 nothing else competing (x sits in shared memory), one warp per output row, which gets
 closer to the memory's read rate than cuBLAS's general GEMM at these shapes. At that
 size the small kernels between the GEMVs cost as much as their launches, so
-rms_norm_linear normalises x while staging it (no norm launch) and
-rms_norm_gated_linear also writes silu(gate) * up (no activation launch). Other
+rms_norm_linear normalises x while staging it (no norm launch),
+rms_norm_gated_linear also writes silu(gate) * up (no activation launch) and
+rms_norm_rope_store_kv rotates q and k and writes q, k and v where attention reads them
+(no rope launch). Other
 shapes (more rows, fp32, a non-contiguous or unaligned weight, K % 8 != 0, x too large
 for shared memory) run the unfused ops, with torch for the matrix product.
 """
@@ -17,7 +19,7 @@ import math
 
 import torch
 
-from lmdeploy_sdk.native import activation, driver, norm
+from lmdeploy_sdk.native import activation, driver, norm, rope
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, contiguous_aligned
 from lmdeploy_sdk.ops import reference
 
@@ -76,16 +78,20 @@ def _launch(
     weight: torch.Tensor,
     bias: torch.Tensor | None,
     norm_args: tuple[driver.KernelArg, ...] = (),
-    gated: bool = False,
+    paired: bool = False,
+    out: torch.Tensor | None = None,
+    epilogue_args: tuple[driver.KernelArg, ...] = (),
 ) -> torch.Tensor:
-    # x: [..., K]; weight: [N, K] -> [..., N] (gated: [2N, K] -> [..., N])
-    # norm_args: (sum_out, residual, norm weight, eps) of the rms_norm kernels, around x
+    # x: [..., K]; weight: [N, K] -> [..., N] (paired: [2N, K] -> [..., N], two rows an output)
+    # norm_args: (sum_out, residual, norm weight, eps) of the rms_norm kernels, around x;
+    # out: where the rope kernel writes q; epilogue_args: its trailing arguments
     n, k = weight.shape
-    n = n // 2 if gated else n
+    n = n // 2 if paired else n
     rows = x.numel() // x.shape[-1]
     x2 = as_vec8(x.reshape(rows, x.shape[-1]))  # [M, K or 2K], rows x2.stride(0) apart
     bias = None if bias is None else bias.contiguous()
-    out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)  # [M, N] in memory
+    if out is None:
+        out = torch.empty((*x.shape[:-1], n), dtype=x.dtype, device=x.device)  # [M, N] in memory
     kernel = f"{kind}_{driver.dtype_suffix(x.dtype)}_m{rows}"
     shared_mem = rows * k * x.element_size()  # x as T
     resident = _resident_ctas(x.device, kernel, shared_mem)
@@ -99,6 +105,7 @@ def _launch(
         driver.i32(n),
         driver.i32(k),
         driver.i64(x2.stride(0)),
+        *epilogue_args,
     )
     grid = num_ctas(n, resident)
     driver.launch(x.device, MODULE, kernel, grid=(grid,), block=(THREADS,), args=args, shared_mem=shared_mem)
@@ -152,29 +159,121 @@ def _norm_linear(
     bias: torch.Tensor | None,
     gated: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    k = x.shape[-1] if x.dim() else -1
-    served = (
-        _served(x, weight, bias, k)
-        and norm_weight.dtype == x.dtype
-        and norm_weight.shape == (k,)
-        and norm_weight.device == x.device
-        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
-    )
-    if not served:  # the unfused kernels (each falling back where it must), torch's matmul
+    if not _norm_served(x, residual, norm_weight, weight, bias):
+        # the unfused kernels (each falling back where it must), torch's matmul
         if residual is None:
             normed, summed = norm.rms_norm(x, norm_weight, eps), x
         else:
             normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
         out = reference.linear(normed, weight, bias)
         return (activation.silu_and_mul(out) if gated else out), summed
+    x, residual, summed = _norm_inputs(x, residual)
+    kind = "rms_norm_gated_gemv" if gated else "rms_norm_gemv"
+    return _launch(kind, x, weight, bias, _norm_args(residual, summed, norm_weight, eps), gated), summed
+
+
+def _norm_inputs(
+    x: torch.Tensor, residual: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """(x, residual, summed) as the rms_norm kernels take them: contiguous and aligned, and
+    summed a new tensor for x + residual (x itself without a residual)."""
     x = contiguous_aligned(x)
     residual = None if residual is None else contiguous_aligned(residual)
-    summed = x if residual is None else torch.empty_like(x)
-    norm_args = (
+    return x, residual, (x if residual is None else torch.empty_like(x))
+
+
+def _norm_args(
+    residual: torch.Tensor | None, summed: torch.Tensor, norm_weight: torch.Tensor, eps: float
+) -> tuple[driver.KernelArg, ...]:
+    """(sum_out, residual, norm weight, eps) of the rms_norm kernels."""
+    return (
         driver.ptr(None if residual is None else summed),
         driver.ptr(residual),
         driver.ptr(contiguous_aligned(norm_weight)),
         driver.f32(eps),
     )
-    kind = "rms_norm_gated_gemv" if gated else "rms_norm_gemv"
-    return _launch(kind, x, weight, bias, norm_args, gated), summed
+
+
+def _norm_served(
+    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, weight: torch.Tensor,
+    bias: torch.Tensor | None,
+) -> bool:
+    k = x.shape[-1] if x.dim() else -1
+    return (
+        _served(x, weight, bias, k)
+        and norm_weight.dtype == x.dtype
+        and norm_weight.shape == (k,)
+        and norm_weight.device == x.device
+        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
+    )
+
+
+def _rope_served(
+    x: torch.Tensor, qkv_weight: torch.Tensor, num_heads: int, num_kv_heads: int, positions: torch.Tensor,
+    cos_sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
+) -> bool:
+    """Whether the rope epilogue can write this layer's q and cache entries."""
+    rows = x.numel() // x.shape[-1] if x.dim() else 0
+    head_dim = k_cache.shape[-1] if k_cache.dim() == 4 else 0
+    return (
+        head_dim > 0
+        and head_dim % 2 == 0
+        and qkv_weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim
+        and k_cache.dtype == v_cache.dtype == x.dtype
+        and v_cache.shape == k_cache.shape
+        and k_cache.shape[2] == num_kv_heads
+        and k_cache.is_contiguous()
+        and v_cache.is_contiguous()
+        and k_cache.device == v_cache.device == positions.device == slot_mapping.device == x.device
+        and positions.numel() == slot_mapping.numel() == rows
+        and cos_sin.dim() == 2
+        and cos_sin.shape[1] == head_dim
+        and cos_sin.dtype == torch.float32
+        and cos_sin.is_contiguous()
+        and cos_sin.device == x.device
+    )
+
+
+def rms_norm_rope_store_kv(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    qkv_weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    num_heads: int,
+    num_kv_heads: int,
+    positions: torch.Tensor,
+    cos_sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """reference.rms_norm_rope_store_kv in one launch at 1-2 rows (the qkv GEMV's warps pair
+    rows i and i + D/2 of a head and rotate them); else rms_norm_linear, then rope_store_kv."""
+    # x, residual: [T, K]; qkv_weight: [(Hq + 2 Hkv) * D, K] -> (q [T, Hq, D], x + residual [T, K])
+    if not (
+        _norm_served(x, residual, norm_weight, qkv_weight, bias)
+        and _rope_served(x, qkv_weight, num_heads, num_kv_heads, positions, cos_sin, k_cache, v_cache, slot_mapping)
+    ):
+        qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
+        t, d = qkv.shape[0], k_cache.shape[-1]
+        q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)
+        views = q.view(t, num_heads, d), k.view(t, num_kv_heads, d), v.view(t, num_kv_heads, d)
+        return rope.rope_store_kv(*views, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
+    x, residual, summed = _norm_inputs(x, residual)
+    head_dim = k_cache.shape[-1]
+    q = torch.empty((x.shape[0], num_heads, head_dim), dtype=x.dtype, device=x.device)
+    epilogue_args = (
+        driver.ptr(k_cache),
+        driver.ptr(v_cache),
+        driver.ptr(positions.to(torch.int64).contiguous()),
+        driver.ptr(slot_mapping.to(torch.int64).contiguous()),
+        driver.ptr(cos_sin),
+        driver.i32(num_heads),
+        driver.i32(num_kv_heads),
+        driver.i32(head_dim),
+    )
+    norm_args = _norm_args(residual, summed, norm_weight, eps)
+    _launch("rms_norm_rope_gemv", x, qkv_weight, bias, norm_args, paired=True, out=q, epilogue_args=epilogue_args)
+    return q, summed

@@ -87,8 +87,13 @@ class Attention(nn.Module):
             q, k = self.q_norm(q), self.k_norm(k)
         k_cache, v_cache = kv_cache
         q = ops.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, meta.slot_mapping)
-        out = ops.paged_attention(q, k_cache, v_cache, meta, self.scale)  # [T, Hq, D]
-        return self.o_proj(out.reshape(t, self.num_heads * self.head_dim))
+        return self.attend(q, kv_cache, meta)
+
+    def attend(self, q: torch.Tensor, kv_cache: KVCache, meta: AttentionMetadata) -> torch.Tensor:
+        """Attention of rotated q over the cache (which holds this step's k, v), then o_proj."""
+        # q: [T, Hq, D] -> [T, hidden]
+        out = ops.paged_attention(q, kv_cache[0], kv_cache[1], meta, self.scale)  # [T, Hq, D]
+        return self.o_proj(out.reshape(q.shape[0], self.num_heads * self.head_dim))
 
 
 class MLP(nn.Module):
@@ -123,8 +128,17 @@ class DecoderLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(this layer's output, the residual stream before it); their sum is the HF hidden state."""
         # hidden, residual: [T, hidden]
-        qkv, residual = self.input_layernorm.into(self.self_attn.qkv_proj, hidden, residual)
-        x = self.self_attn(qkv, positions, kv_cache, meta, cos_sin)
+        attn = self.self_attn
+        if attn.q_norm is None:  # norm, qkv, rope and the cache write: one kernel at small batches
+            norm = self.input_layernorm
+            q, residual = ops.rms_norm_rope_store_kv(
+                hidden, residual, norm.weight, norm.eps, attn.qkv_proj.weight, attn.qkv_proj.bias,
+                attn.num_heads, attn.num_kv_heads, positions, cos_sin, *kv_cache, meta.slot_mapping,
+            )
+            x = attn.attend(q, kv_cache, meta)
+        else:  # q/k norms sit between the projection and rope
+            qkv, residual = self.input_layernorm.into(attn.qkv_proj, hidden, residual)
+            x = attn(qkv, positions, kv_cache, meta, cos_sin)
         act, residual = self.post_attention_layernorm.into_gated(self.mlp.gate_up_proj, x, residual)
         return self.mlp(act), residual
 

@@ -25,6 +25,7 @@ __all__ = [
     "linear",
     "rms_norm_linear",
     "rms_norm_gated_linear",
+    "rms_norm_rope_store_kv",
     "argmax",
 ]
 
@@ -88,6 +89,15 @@ def rms_norm_gated_linear(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     fn = _native("rms_norm_gated_linear", x) or reference.rms_norm_gated_linear
     return fn(x, residual, norm_weight, eps, gate_up_weight, bias)
+
+
+def rms_norm_rope_store_kv(
+    x, residual, norm_weight, eps, qkv_weight, bias, num_heads, num_kv_heads, positions, cos_sin, k_cache, v_cache,
+    slot_mapping,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    fn = _native("rms_norm_rope_store_kv", x) or reference.rms_norm_rope_store_kv
+    return fn(x, residual, norm_weight, eps, qkv_weight, bias, num_heads, num_kv_heads, positions, cos_sin,
+              k_cache, v_cache, slot_mapping)
 
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,32 @@ def rope_store_kv(
     return q
 
 
+def rms_norm_rope_store_kv(
+    x: torch.Tensor,
+    residual: torch.Tensor | None,
+    norm_weight: torch.Tensor,
+    eps: float,
+    qkv_weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    num_heads: int,
+    num_kv_heads: int,
+    positions: torch.Tensor,
+    cos_sin: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention up to the attention itself: the pre-norm qkv projection (rms_norm_linear),
+    rope of q and k and the cache write of k and v (rope_store_kv); (q, x + residual)."""
+    # x, residual: [T, K]; qkv_weight: [(Hq + 2 Hkv) * D, K] ([q | k | v]); caches:
+    # [num_blocks, block_size, Hkv, D] -> (q [T, Hq, D], [T, K])
+    qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
+    t, d = qkv.shape[0], k_cache.shape[-1]
+    q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)
+    views = q.view(t, num_heads, d), k.view(t, num_kv_heads, d), v.view(t, num_kv_heads, d)
+    return rope_store_kv(*views, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
+
+
 def gather_kv(
     cache: torch.Tensor, block_table: torch.Tensor, length: int
 ) -> torch.Tensor:

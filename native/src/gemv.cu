@@ -15,8 +15,11 @@
 // after the bias is added.
 // rms_norm_gemv normalises x (after the residual add) while staging it, with norm.cu's
 // arithmetic; rms_norm_gated_gemv also pairs gate row r with up row N + r of a [gate | up]
-// weight in one warp and writes silu(gate) * up, so the MLP's activation costs no launch.
-// Both equal the unfused kernels bit for bit (norm: when K >= 1800, see stage_rms_norm).
+// weight in one warp and writes silu(gate) * up, so the MLP's activation costs no launch;
+// rms_norm_rope_gemv pairs rows i and i + D/2 of each head of a [q | k | v] weight, rotates
+// q and k (rope.cu's arithmetic) and writes q out and k, v into the paged cache, so rope and
+// the cache write cost no launch. All equal the unfused kernels bit for bit (norm: when
+// K >= 1800, see stage_rms_norm).
 #include "common.cuh"
 
 namespace lmd {
@@ -184,17 +187,78 @@ struct NormArgs {
   float eps;
 };
 
-// kGated: W is a gate/up projection [2N, K] ([gate | up]); the warp that computes gate
+// What a warp does with its row sums.
+enum class Epilogue {
+  kStore,    // out[m, row] = sum (+ bias)
+  kSiluMul,  // rows r and N + r of a [gate | up] weight: out[m, r] = silu(gate) * up
+  kRope,     // rows i and i + D/2 of a [q | k | v] head: rotate (q, k), store q / the cache
+};
+
+// Inputs of the kRope epilogue (unused otherwise).
+template <typename T>
+struct RopeArgs {
+  T* k_cache;                // [num_blocks * block_size, Hkv, D]
+  T* v_cache;                // same
+  const int64_t* positions;  // [M]
+  const int64_t* slots;      // [M]: cache row of each token; < 0: store nothing (padding)
+  const float* cos_sin;      // [max_pos, D] fp32: cos in [:D/2], sin in [D/2:]
+  int num_q_heads;
+  int num_kv_heads;
+  int half_dim;  // D / 2
+};
+
+// Token m's pair (x1, x2) = rows (i, i + D/2) of head h = item / (D/2) of the qkv
+// projection, each already rounded to T: q and k heads are rotated with rope_vec8's
+// arithmetic (products rounded separately, as torch's fp32 math); q goes to
+// q_out [M, Hq, D], k and v to the token's cache slot.
+template <typename T>
+__device__ __forceinline__ void rope_store_pair(T* __restrict__ q_out, const RopeArgs<T>& r, int m,
+                                                int item, float x1, float x2) {
+  const int h = item / r.half_dim, i = item % r.half_dim, d = 2 * r.half_dim;
+  const int hq = r.num_q_heads, hkv = r.num_kv_heads;
+  float o1 = x1, o2 = x2;
+  if (h < hq + hkv) {
+    const float* cs = r.cos_sin + r.positions[m] * d;
+    const float c = cs[i], sn = cs[r.half_dim + i];
+    o1 = __fsub_rn(__fmul_rn(x1, c), __fmul_rn(x2, sn));
+    o2 = __fadd_rn(__fmul_rn(x2, c), __fmul_rn(x1, sn));
+  }
+  T* dst;
+  if (h < hq) {
+    dst = q_out + (static_cast<int64_t>(m) * hq + h) * d;
+  } else {
+    const int64_t slot = r.slots[m];
+    if (slot < 0) return;
+    dst = h < hq + hkv ? r.k_cache + (slot * hkv + (h - hq)) * d
+                       : r.v_cache + (slot * hkv + (h - hq - hkv)) * d;
+  }
+  dst[i] = from_float<T>(o1);
+  dst[i + r.half_dim] = from_float<T>(o2);
+}
+
+// kSiluMul: W is a gate/up projection [2N, K] ([gate | up]); the warp that computes gate
 // row r also computes up row N + r and writes silu(gate) * up (each rounded to T first,
 // as the unfused GEMV output would be, then silu_and_mul's own formula): out is [M, N].
-template <typename T, int M, Stage kStage, bool kGated>
+// kRope: W is a qkv projection [(Hq + 2 Hkv) D, K]; item r of the n = rows / 2 is the pair
+// (i, i + D/2) of head r / (D/2), and out is q [M, Hq, D] (see rope_store_pair).
+template <typename T, int M, Stage kStage, Epilogue kEpi>
 __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ x,
                                      const T* __restrict__ w, const T* __restrict__ bias, int n,
-                                     int k, int64_t x_stride, NormArgs<T> norm = {}) {
-  // x: [M, K] rows x_stride apart (silu: gate_up [M, 2K]); w: [N, K] (gated: [2N, K]);
+                                     int k, int64_t x_stride, NormArgs<T> norm = {},
+                                     RopeArgs<T> rope = {}) {
+  // x: [M, K] rows x_stride apart (silu: gate_up [M, 2K]); w: [N, K] (paired: [2N, K]);
   // bias: like w's rows, or null; out: [M, N]. Shared memory: M * K elements of T.
   extern __shared__ uint4 xs[];  // [M][K / 8]
-  constexpr int kHalves = kGated ? 2 : 1;  // weight rows per output element
+  constexpr bool kPaired = kEpi != Epilogue::kStore;
+  constexpr int kHalves = kPaired ? 2 : 1;  // weight rows per output element
+  // weight row of half `half` of item `item`
+  auto row_of = [&](int item, int half) {
+    if constexpr (kEpi == Epilogue::kRope) {
+      return (item / rope.half_dim) * 2 * rope.half_dim + item % rope.half_dim + half * rope.half_dim;
+    } else {
+      return item + half * n;
+    }
+  };
   const int kv = k / 8;
   const int lane = threadIdx.x % 32;
   const int item_step = gridDim.x * kGemvWarps;
@@ -203,7 +267,7 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
 
   pdl_trigger();
   uint4 wbuf[kGemvUnroll];  // invariant at the top of each row: chunk 0 of that row
-  if (item < n) load_w_chunk(wbuf, wv + static_cast<size_t>(item) * kv, 0, kv, lane);
+  if (item < n) load_w_chunk(wbuf, wv + static_cast<size_t>(row_of(item, 0)) * kv, 0, kv, lane);
   pdl_wait();  // W is constant: its first chunk streams in while the predecessor finishes
   if constexpr (kStage == Stage::kRmsNorm) {
     stage_rms_norm<T, M>(xs, x, norm.residual, norm.sum_out, norm.weight, kv, x_stride, norm.eps);
@@ -213,10 +277,10 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
   __syncthreads();
 
   for (; item < n; item += item_step) {
-    float gate[M];
+    float first[M];  // paired epilogues: the first row's sums, rounded to T
 #pragma unroll
     for (int half = 0; half < kHalves; ++half) {
-      const int row = item + half * n;
+      const int row = row_of(item, half);
       const uint4* wrow = wv + static_cast<size_t>(row) * kv;
       float acc[M];
 #pragma unroll
@@ -227,19 +291,30 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
         if (base >= kv) break;
         load_w_chunk(wbuf, wrow, base, kv, lane);
       }
-      // the next row this warp streams: the up half of this item, or the next item
-      const int next = half + 1 < kHalves ? item + n : item + item_step;
-      if (next < kHalves * n && (half + 1 < kHalves || next < n))
-        load_w_chunk(wbuf, wv + static_cast<size_t>(next) * kv, 0, kv, lane);
+      // the next row this warp streams: this item's second row, or the next item's first
+      if constexpr (kEpi == Epilogue::kRope) {
+        const int next_item = half == 0 ? item : item + item_step;
+        if (next_item < n)
+          load_w_chunk(wbuf, wv + static_cast<size_t>(row_of(next_item, 1 - half)) * kv, 0, kv, lane);
+      } else {  // row_of is item + half * n
+        const int next = half + 1 < kHalves ? item + n : item + item_step;
+        if (next < kHalves * n && (half + 1 < kHalves || next < n))
+          load_w_chunk(wbuf, wv + static_cast<size_t>(next) * kv, 0, kv, lane);
+      }
       const float b = bias != nullptr ? to_float<T>(bias[row]) : 0.f;
 #pragma unroll
       for (int m = 0; m < M; ++m) {
         const float s = warp_sum(acc[m]) + b;  // identical in every lane (xor butterfly)
-        if (kGated && half == 0) {
-          gate[m] = round_to<T>(s);
+        if (kPaired && half == 0) {
+          first[m] = round_to<T>(s);
         } else if (lane == m) {
-          out[static_cast<size_t>(m) * n + item] =
-              kGated ? from_float<T>(silu_mul<T>(gate[m], round_to<T>(s))) : from_float<T>(s);
+          if constexpr (kEpi == Epilogue::kRope) {
+            rope_store_pair<T>(out, rope, m, item, first[m], round_to<T>(s));
+          } else {
+            out[static_cast<size_t>(m) * n + item] = kEpi == Epilogue::kSiluMul
+                                                         ? from_float<T>(silu_mul<T>(first[m], round_to<T>(s)))
+                                                         : from_float<T>(s);
+          }
         }
       }
     }
@@ -254,21 +329,32 @@ __device__ __forceinline__ void gemv(T* __restrict__ out, const T* __restrict__ 
   extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::kGemvMinCtas)        \
       gemv_##SUFFIX##_m##M(T* out, const T* x, const T* w, const T* bias, int n, int k,       \
                            int64_t x_stride) {                                                 \
-    lmd::gemv<T, M, lmd::Stage::kCopy, false>(out, x, w, bias, n, k, x_stride);                \
+    lmd::gemv<T, M, lmd::Stage::kCopy, lmd::Epilogue::kStore>(out, x, w, bias, n, k, x_stride); \
   }                                                                                            \
   extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::kGemvMinCtas)        \
       rms_norm_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,         \
                                     const T* norm_w, float eps, const T* w, const T* bias,     \
                                     int n, int k, int64_t x_stride) {                          \
-    lmd::gemv<T, M, lmd::Stage::kRmsNorm, false>(out, x, w, bias, n, k, x_stride,              \
-                                                 {residual, sum_out, norm_w, eps});            \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm, lmd::Epilogue::kStore>(                              \
+        out, x, w, bias, n, k, x_stride, {residual, sum_out, norm_w, eps});                    \
   }                                                                                            \
   extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_gated_min_ctas(M)) \
       rms_norm_gated_gemv_##SUFFIX##_m##M(T* out, T* sum_out, const T* x, const T* residual,   \
                                           const T* norm_w, float eps, const T* w,              \
                                           const T* bias, int n, int k, int64_t x_stride) {     \
-    lmd::gemv<T, M, lmd::Stage::kRmsNorm, true>(out, x, w, bias, n, k, x_stride,               \
-                                                {residual, sum_out, norm_w, eps});             \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm, lmd::Epilogue::kSiluMul>(                            \
+        out, x, w, bias, n, k, x_stride, {residual, sum_out, norm_w, eps});                    \
+  }                                                                                            \
+  /* n: pairs = (Hq + 2 Hkv) * D / 2; out: q [M, Hq, D]; D % 2 == 0 */                         \
+  extern "C" __global__ void __launch_bounds__(lmd::kGemvThreads, lmd::gemv_gated_min_ctas(M)) \
+      rms_norm_rope_gemv_##SUFFIX##_m##M(                                                      \
+          T* out, T* sum_out, const T* x, const T* residual, const T* norm_w, float eps,       \
+          const T* w, const T* bias, int n, int k, int64_t x_stride, T* k_cache, T* v_cache,   \
+          const int64_t* positions, const int64_t* slots, const float* cos_sin,                \
+          int num_q_heads, int num_kv_heads, int head_dim) {                                   \
+    lmd::gemv<T, M, lmd::Stage::kRmsNorm, lmd::Epilogue::kRope>(                               \
+        out, x, w, bias, n, k, x_stride, {residual, sum_out, norm_w, eps},                     \
+        {k_cache, v_cache, positions, slots, cos_sin, num_q_heads, num_kv_heads, head_dim / 2}); \
   }
 
 // More rows lost to cuBLAS (a 4-row build, tried on an H200), so only M = 1, 2 are built.

@@ -152,6 +152,47 @@ def test_rms_norm_linear(dtype, n, k, with_residual):
         _assert_near_fp64(out, normed, w, b, dtype)
 
 
+def _cos_sin(max_pos: int, head_dim: int) -> torch.Tensor:
+    inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    freqs = torch.outer(torch.arange(max_pos, dtype=torch.float32), inv_freq)  # [max_pos, D/2]
+    return torch.cat((freqs.cos(), freqs.sin()), dim=-1).cuda()  # [max_pos, D]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("hq, hkv, d, k", [(32, 8, 128, 4096), (4, 2, 64, 256), (3, 1, 64, 4104), (2, 2, 16, 64)])
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_rms_norm_rope_store_kv(dtype, hq, hkv, d, k, with_bias, with_residual):
+    """The fused qkv GEMV + rope + cache write equals rms_norm_linear, then rope_store_kv, bit
+    for bit (q, the cache, the residual sum); padding rows (slot -1) store nothing."""
+    w, b = _weights((hq + 2 * hkv) * d, k, dtype, with_bias, seed=7)
+    norm_w = _randn(k, dtype=dtype, seed=70, scale=0.5) + 1
+    cos_sin = _cos_sin(64, d)
+    sfx = driver.dtype_suffix(dtype)
+    for m in ROWS:
+        x = _randn(m, k, dtype=dtype, seed=71 + m, scale=2.0)
+        residual = _randn(m, k, dtype=dtype, seed=81 + m) if with_residual else None
+        positions = torch.tensor([(5 + 7 * i) % 64 for i in range(m)], device="cuda")
+        slots = torch.tensor([3 + 9 * i if i != 1 else -1 for i in range(m)], device="cuda")  # row 1 pads
+        caches = [_randn(4, 16, hkv, d, dtype=dtype, seed=90 + i) for i in range(2)]
+        expected_caches = [c.clone() for c in caches]
+        poison_allocator()
+        with launches() as names:
+            q, summed = ops.rms_norm_rope_store_kv(x, residual, norm_w, 1e-5, w, b, hq, hkv, positions, cos_sin,
+                                                   *caches, slots)
+        qkv, expected_sum = ops.rms_norm_linear(x, residual, norm_w, 1e-5, w, b)
+        qv, kv, vv = qkv.split([hq * d, hkv * d, hkv * d], dim=-1)
+        expected_q = ops.rope_store_kv(qv.view(m, hq, d), kv.view(m, hkv, d), vv.view(m, hkv, d), positions,
+                                       cos_sin, *expected_caches, slots)
+        if m <= gemv.MAX_ROWS:
+            assert names == [f"rms_norm_rope_gemv_{sfx}_m{m}"]
+        else:
+            assert f"rms_norm_rope_gemv_{sfx}_m{m}" not in names
+        assert q.shape == (m, hq, d) and torch.equal(summed, expected_sum)
+        assert torch.equal(q, expected_q)  # (rms_norm_linear stages x as the fused kernel does)
+        assert torch.equal(caches[0], expected_caches[0]) and torch.equal(caches[1], expected_caches[1])
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_leading_dims_and_strided_inputs(dtype):
     n, k = 300, 4096

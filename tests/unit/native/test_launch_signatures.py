@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from lmdeploy_sdk import native
-from lmdeploy_sdk.native import activation, build, driver, gemv, kv_cache, norm, rope
+from lmdeploy_sdk.native import activation, argmax, build, driver, gemv, kv_cache, norm, rope
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 
@@ -128,8 +128,18 @@ def test_gemv_launches(recorder, monkeypatch, dtype, sfx):
         gemv.rms_norm_linear(x, None, norm_w, 1e-5, w, b)
         gemv.rms_norm_linear(x, x.clone(), norm_w, 1e-5, w)
         gemv.rms_norm_gated_linear(x, x.clone(), norm_w, 1e-5, w, b)
-    kinds = ("gemv", "rms_norm_gemv", "rms_norm_gemv", "rms_norm_gated_gemv")
+        caches = [torch.zeros(4, 16, 2, 16, dtype=dtype) for _ in range(2)]  # Hkv 2, D 16: qkv rows 100
+        gemv.rms_norm_rope_store_kv(x, x.clone(), norm_w, 1e-5, w[:96], b[:96], 2, 2, torch.arange(m),
+                                    torch.randn(8, 16), *caches, torch.arange(m))
+    kinds = ("gemv", "rms_norm_gemv", "rms_norm_gemv", "rms_norm_gated_gemv", "rms_norm_rope_gemv")
     assert recorder.kernels == [f"{kind}_{sfx}_m{m}" for m in range(1, gemv.MAX_ROWS + 1) for kind in kinds]
+
+
+@pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
+def test_argmax_launches(recorder, dtype, sfx):
+    argmax.argmax(torch.randn(2, 128256).to(dtype))  # split rows, then merged
+    argmax.argmax(torch.randn(600, 50257).to(dtype))  # one CTA a row; odd vocabulary
+    assert recorder.kernels == [f"argmax_partial_vec_{sfx}", "argmax_final", f"argmax_partial_{sfx}"]
 
 
 @pytest.mark.parametrize("head_dim", [64, 128])
