@@ -257,10 +257,8 @@ def rms_norm_rope_store_kv(
         and _rope_served(x, qkv_weight, num_heads, num_kv_heads, positions, cos_sin, k_cache, v_cache, slot_mapping)
     ):
         qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
-        t, d = qkv.shape[0], k_cache.shape[-1]
-        q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)
-        views = q.view(t, num_heads, d), k.view(t, num_kv_heads, d), v.view(t, num_kv_heads, d)
-        return rope.rope_store_kv(*views, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
+        q, k, v = reference.qkv_heads(qkv, num_heads, num_kv_heads, k_cache.shape[-1])
+        return rope.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
     x, residual, summed = _norm_inputs(x, residual)
     head_dim = k_cache.shape[-1]
     q = torch.empty((x.shape[0], num_heads, head_dim), dtype=x.dtype, device=x.device)

@@ -61,7 +61,6 @@ class Attention(nn.Module):
         super().__init__()
         self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
         q_size, kv_size = cfg.num_heads * cfg.head_dim, cfg.num_kv_heads * cfg.head_dim
-        self.split_sizes = [q_size, kv_size, kv_size]
         self.qkv_proj = Linear(cfg.hidden_size, q_size + 2 * kv_size, bias=cfg.attention_bias, dtype=dtype)
         self.o_proj = Linear(q_size, cfg.hidden_size, bias=cfg.attention_out_bias, dtype=dtype)
         self.q_norm = RMSNorm(cfg.head_dim, cfg.rms_norm_eps, dtype) if cfg.qk_norm else None
@@ -78,11 +77,7 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         """Attention from the qkv projection (the layer fuses it with the norm before it)."""
         # qkv: [T, (Hq + 2 Hkv) * D]; positions: [T]; cos_sin: [P, D] -> [T, hidden]
-        t = qkv.shape[0]
-        q, k, v = qkv.split(self.split_sizes, dim=-1)
-        q = q.view(t, self.num_heads, self.head_dim)  # [T, Hq, D]
-        k = k.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
-        v = v.view(t, self.num_kv_heads, self.head_dim)  # [T, Hkv, D]
+        q, k, v = ops.qkv_heads(qkv, self.num_heads, self.num_kv_heads, self.head_dim)  # [T, H, D]
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         k_cache, v_cache = kv_cache

@@ -12,9 +12,11 @@ import torch
 
 from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
+from lmdeploy_sdk.ops.reference import qkv_heads  # views only: the same on every device
 
 __all__ = [
     "AttentionMetadata",
+    "qkv_heads",
     "rms_norm",
     "add_rms_norm",
     "apply_rope",

@@ -148,10 +148,18 @@ def rms_norm_rope_store_kv(
     # x, residual: [T, K]; qkv_weight: [(Hq + 2 Hkv) * D, K] ([q | k | v]); caches:
     # [num_blocks, block_size, Hkv, D] -> (q [T, Hq, D], [T, K])
     qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
-    t, d = qkv.shape[0], k_cache.shape[-1]
+    q, k, v = qkv_heads(qkv, num_heads, num_kv_heads, k_cache.shape[-1])
+    return rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
+
+
+def qkv_heads(
+    qkv: torch.Tensor, num_heads: int, num_kv_heads: int, head_dim: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A [q | k | v] projection's heads, as views (no copy)."""
+    # qkv: [T, (Hq + 2 Hkv) * D] -> q [T, Hq, D], k [T, Hkv, D], v [T, Hkv, D]
+    t, d = qkv.shape[0], head_dim
     q, k, v = qkv.split([num_heads * d, num_kv_heads * d, num_kv_heads * d], dim=-1)
-    views = q.view(t, num_heads, d), k.view(t, num_kv_heads, d), v.view(t, num_kv_heads, d)
-    return rope_store_kv(*views, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
+    return q.view(t, num_heads, d), k.view(t, num_kv_heads, d), v.view(t, num_kv_heads, d)
 
 
 def gather_kv(
