@@ -167,31 +167,27 @@ def _norm_linear(
             normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
         out = reference.linear(normed, weight, bias)
         return (activation.silu_and_mul(out) if gated else out), summed
-    x, residual, summed = _norm_inputs(x, residual)
+    x, summed, norm_args = _norm_staging(x, residual, norm_weight, eps)
     kind = "rms_norm_gated_gemv" if gated else "rms_norm_gemv"
-    return _launch(kind, x, weight, bias, _norm_args(residual, summed, norm_weight, eps), gated), summed
+    return _launch(kind, x, weight, bias, norm_args, gated), summed
 
 
-def _norm_inputs(
-    x: torch.Tensor, residual: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """(x, residual, summed) as the rms_norm kernels take them: contiguous and aligned, and
-    summed a new tensor for x + residual (x itself without a residual)."""
+def _norm_staging(
+    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, tuple[driver.KernelArg, ...]]:
+    """(x, summed, norm_args) for the rms_norm kernels: x contiguous and aligned, summed a new
+    tensor for x + residual (x itself without a residual), and the kernels' (sum_out,
+    residual, norm weight, eps) arguments."""
     x = contiguous_aligned(x)
     residual = None if residual is None else contiguous_aligned(residual)
-    return x, residual, (x if residual is None else torch.empty_like(x))
-
-
-def _norm_args(
-    residual: torch.Tensor | None, summed: torch.Tensor, norm_weight: torch.Tensor, eps: float
-) -> tuple[driver.KernelArg, ...]:
-    """(sum_out, residual, norm weight, eps) of the rms_norm kernels."""
-    return (
+    summed = x if residual is None else torch.empty_like(x)
+    norm_args = (
         driver.ptr(None if residual is None else summed),
         driver.ptr(residual),
         driver.ptr(contiguous_aligned(norm_weight)),
         driver.f32(eps),
     )
+    return x, summed, norm_args
 
 
 def _norm_served(
@@ -259,7 +255,7 @@ def rms_norm_rope_store_kv(
         qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
         q, k, v = reference.qkv_heads(qkv, num_heads, num_kv_heads, k_cache.shape[-1])
         return rope.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
-    x, residual, summed = _norm_inputs(x, residual)
+    x, summed, norm_args = _norm_staging(x, residual, norm_weight, eps)
     head_dim = k_cache.shape[-1]
     q = torch.empty((x.shape[0], num_heads, head_dim), dtype=x.dtype, device=x.device)
     epilogue_args = (
@@ -272,6 +268,5 @@ def rms_norm_rope_store_kv(
         driver.i32(num_kv_heads),
         driver.i32(head_dim),
     )
-    norm_args = _norm_args(residual, summed, norm_weight, eps)
     _launch("rms_norm_rope_gemv", x, qkv_weight, bias, norm_args, paired=True, out=q, epilogue_args=epilogue_args)
     return q, summed
