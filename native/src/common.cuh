@@ -101,7 +101,9 @@ __device__ __forceinline__ float silu_mul(float gate, float up) {
 // completed and its writes are visible. Every kernel waits before its first read of
 // another kernel's output and before its first global write (a predecessor may still be
 // reading what it overwrites), and no CTA returns before waiting, so "completed" chains
-// back through every earlier kernel.
+// back through every earlier kernel. The one exception is data no kernel of the current
+// step writes: step inputs (copied before the step's first kernel) and the KV cache's rows
+// of earlier tokens, which decode attention streams before it waits.
 __device__ __forceinline__ void pdl_trigger() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
   asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");

@@ -7,7 +7,10 @@
 // through a STAGES-deep cp.async ring: while one tile is computed the next STAGES - 1
 // are in flight (a decode step is a pure KV read; bytes in flight per SM are what set
 // its speed). STAGES is 3 where two such CTAs fit an SM (H100/H200), else 2 (the host
-// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA). Each of the 4 warps owns 16 keys of every tile and keeps
+// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA). The
+// ring's first tiles are requested before pdl_wait, while the qkv projection that
+// precedes us still runs: every row but the new token's, which that projection (or
+// rope_store_kv) writes, so only Q and that one row wait for it. Each of the 4 warps owns 16 keys of every tile and keeps
 // its own online softmax (no CTA barrier inside a tile); the warps' partial results
 // merge through smem at the end. With S > 1 each CTA writes its normalised partial
 // output and (max, sum) in fp32 and paged_decode_reduce merges the splits; with S == 1
@@ -67,7 +70,10 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   const int kv_len = kv_lens[b];
   const int split_len = decode_split_len(kv_len, num_splits);
   const int start = split * split_len;
-  if (start >= kv_len) return;  // idle split: the reduce kernel skips it
+  if (start >= kv_len) {  // idle split: the reduce kernel skips it
+    pdl_wait();           // (no CTA leaves before its predecessor is done: see common.cuh)
+    return;
+  }
   const int end = min(kv_len, start + split_len);
   const int num_tiles = (end - start + kTile - 1) / kTile;
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
@@ -77,19 +83,15 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   // Copies: thread tid moves 16-byte chunk tid % kChunks of rows tid / kChunks + i * kRowStep.
   const int ld_row = tid / kChunks, ld_chunk = tid % kChunks;
   const int ld_dst = ld_row * kStride + ld_chunk * 8;  // smem element offset in a tile
-#pragma unroll
-  for (int i = 0; i < 16 / kRowStep; ++i) {
-    const int r = ld_row + i * kRowStep;
-    const bool valid = r < G;  // rows past the group are zero-filled
-    const T* src = q + b * q_stride_t + (h0 + (valid ? r : 0)) * q_stride_h + ld_chunk * 8;
-    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
-  }
   // Byte offset of this thread's chunk inside a cache row (same for K and V).
   const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
   // K and V of tile `tile` into its ring stage. Keys past the split's end are zero-filled
   // (their scores are masked; P.V must not meet NaN garbage). A split starts on a tile
   // boundary (decode_split_len), as cp_async_tile_rows's whole-tile path needs.
-  auto load_tile = [&](int tile) {
+  // rows: which keys of the tile to copy (the new token's K/V is the one row this step's
+  // earlier kernels write; every other row was written by earlier steps).
+  enum Rows { kAll, kAllButNew, kOnlyNew };
+  auto load_tile = [&](int tile, Rows rows) {
     T* dst_k = s_ring + (tile % kStages) * 2 * kTile * kStride + ld_dst;
     T* dst_v = dst_k + kTile * kStride;
     const int n0 = start + tile * kTile;
@@ -98,15 +100,31 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
     for_tile_rows<kTile / kRowStep, kRowStep, kTile>(  // K and V rows from one lookup
         bt, n0, n0 + ld_row, end, block_size, block_shift, cache_row_bytes,
         [&](int i, uint64_t offset, int bytes) {
-          cp_async_16(dst_k + i * kRowStep * kStride, src_k + offset, bytes);
-          cp_async_16(dst_v + i * kRowStep * kStride, src_v + offset, bytes);
+          const bool is_new = n0 + ld_row + i * kRowStep == kv_len - 1;
+          if (rows == kAll || (rows == kOnlyNew) == is_new) {
+            cp_async_16(dst_k + i * kRowStep * kStride, src_k + offset, bytes);
+            cp_async_16(dst_v + i * kRowStep * kStride, src_v + offset, bytes);
+          }
         });
   };
+  // The ring's first tiles stream in while the predecessor (the qkv projection) finishes:
+  // all their rows but the new token's, which waits for it like Q does.
 #pragma unroll
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < num_tiles) load_tile(s);
-    cp_async_commit();  // one group per stage (the first also holds Q), empty past the end
+    if (s < num_tiles) load_tile(s, kAllButNew);
+    cp_async_commit();  // one group per stage, empty past the end
   }
+  pdl_wait();
+#pragma unroll
+  for (int i = 0; i < 16 / kRowStep; ++i) {
+    const int r = ld_row + i * kRowStep;
+    const bool valid = r < G;  // rows past the group are zero-filled
+    const T* src = q + b * q_stride_t + (h0 + (valid ? r : 0)) * q_stride_h + ld_chunk * 8;
+    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
+  }
+  const int new_tile = (kv_len - 1 - start) / kTile;  // the new token's tile, if this split's
+  if (kv_len - 1 < end && new_tile < kStages - 1) load_tile(new_tile, kOnlyNew);
+  cp_async_commit();  // Q and the new row: waited for with tile 0 (wait_group 0)
 
   // ldmatrix x4 addresses (as in prefill): lane l gives row l % 8 of 8x8 matrix l / 8 of
   // a 16x16 block (rows 0-7 / 8-15 x columns 0-7, then x columns 8-15). Q -> A fragment;
@@ -123,13 +141,16 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
   float row_max[2] = {-INFINITY, -INFINITY}, row_sum[2] = {0.f, 0.f};
 
   for (int tile = 0; tile < num_tiles; ++tile) {
-    cp_async_wait<kStages - 2>();  // this thread's copies of `tile` landed
+    if (tile == 0)
+      cp_async_wait<0>();  // Q, the new row and the prologue's tiles
+    else
+      cp_async_wait<kStages - 2>();  // this thread's copies of `tile` landed
     __syncthreads();               // everyone's did; every warp is done with tile - 1's stage
     if (tile == 0) {
 #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk) ldmatrix_x4(qa[kk], s_q + frag_off + kk * 16);
     }
-    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1);  // into tile - 1's stage
+    if (tile + kStages - 1 < num_tiles) load_tile(tile + kStages - 1, kAll);  // into tile - 1's stage
     cp_async_commit();
     const int key0 = start + tile * kTile + warp * 16;  // this warp's first key
     if (key0 >= end) continue;                          // warp-uniform: only in the last tile
@@ -279,7 +300,7 @@ __device__ __forceinline__ void paged_decode_reduce(T* __restrict__ out,
           const int* kv_lens, const int* block_tables, int bt_stride, int64_t q_stride_t,        \
           int64_t q_stride_h, int num_q_heads, int num_kv_heads, int group_heads,                \
           int block_size, int block_shift, float scale_log2) {                                  \
-    lmd::pdl_enter();                                                                           \
+    lmd::pdl_trigger(); /* paged_decode waits once its old K/V rows are in flight */            \
     lmd::paged_decode<T, D, STAGES>(out, part_o, part_ml, q, k_cache, v_cache, kv_lens,         \
                                     block_tables, bt_stride, q_stride_t, q_stride_h,            \
                                     num_q_heads, num_kv_heads, group_heads, block_size,         \

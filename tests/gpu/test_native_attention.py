@@ -155,3 +155,24 @@ def test_decode_two_stage_ring(dtype, head_dim, num_splits, monkeypatch):
     poison_allocator()
     out = native_attention.paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.1, num_splits)
     _check(batch, 0.1, out)
+
+
+@pytest.mark.parametrize("num_splits", [None, 1, 4])
+def test_decode_reads_the_new_token_after_its_writer(num_splits):
+    """Decode attention streams the old K/V rows before its predecessor finishes (PDL) and
+    only the new token's row after: here the kernel just before it writes that row over
+    NaN, so a read that came too early poisons the output."""
+    from lmdeploy_sdk.native import kv_cache as native_kv_cache
+
+    kv_lens = [1, 2, 64, 65, 127, 300, 1000, 3000]
+    batch = make_paged_batch([1] * len(kv_lens), kv_lens, 32, 8, 128, 64, torch.bfloat16, seed=11)
+    slots = batch.meta.slot_mapping
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    new_k, new_v = (torch.randn((len(kv_lens), 8, 128), device="cuda", dtype=torch.bfloat16, generator=gen)
+                    for _ in range(2))
+    for _ in range(20):  # the race, if there were one, shows in some rounds
+        for cache in (batch.k_cache, batch.v_cache):
+            cache.view(-1, 8, 128)[slots] = float("nan")
+        native_kv_cache.store_kv(new_k, new_v, batch.k_cache, batch.v_cache, slots)
+        out = native_attention.paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.088, num_splits)
+        _check(batch, 0.088, out)
