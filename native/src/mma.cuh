@@ -18,6 +18,21 @@ __device__ __forceinline__ void cp_async_16(void* dst, const void* src, int src_
 
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 
+// cp.async of this thread's 16-byte chunk of ROWS rows (row + i * STEP, i < ROWS) of a
+// global matrix whose rows are `stride` elements apart, from `first` (row 0, this chunk),
+// into dst + i * dst_step (in dst's units: elements, or bytes for a swizzled byte layout);
+// rows at or past `valid_rows` are zero-filled. The attention kernels load Q tiles so.
+template <int ROWS, int STEP, typename Dst, typename T>
+__device__ __forceinline__ void cp_async_rows(Dst* dst, int dst_step, const T* first, int64_t stride,
+                                              int row, int valid_rows) {
+#pragma unroll
+  for (int i = 0; i < ROWS; ++i) {
+    const int r = row + i * STEP;
+    const bool valid = r < valid_rows;
+    cp_async_16(dst + i * dst_step, first + (valid ? r : 0) * stride, valid ? 16 : 0);
+  }
+}
+
 // Wait until at most N committed groups are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {

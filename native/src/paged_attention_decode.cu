@@ -115,13 +115,9 @@ __device__ __forceinline__ void paged_decode(T* __restrict__ out, float* __restr
     cp_async_commit();  // one group per stage, empty past the end
   }
   pdl_wait();
-#pragma unroll
-  for (int i = 0; i < 16 / kRowStep; ++i) {
-    const int r = ld_row + i * kRowStep;
-    const bool valid = r < G;  // rows past the group are zero-filled
-    const T* src = q + b * q_stride_t + (h0 + (valid ? r : 0)) * q_stride_h + ld_chunk * 8;
-    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
-  }
+  cp_async_rows<16 / kRowStep, kRowStep>(  // Q: the group's heads; rows past it are zeros
+      s_q + ld_dst, kRowStep * kStride, q + b * q_stride_t + h0 * q_stride_h + ld_chunk * 8,
+      q_stride_h, ld_row, G);
   const int new_tile = (kv_len - 1 - start) / kTile;  // the new token's tile, if this split's
   if (kv_len - 1 < end && new_tile < kStages - 1) load_tile(new_tile, kOnlyNew);
   cp_async_commit();  // Q and the new row: waited for with tile 0 (wait_group 0)

@@ -90,14 +90,10 @@ __device__ __forceinline__ void paged_prefill(T* __restrict__ out, const T* __re
   // Copies: thread tid moves 16-byte chunk tid % kChunks of rows tid / kChunks + i * kRowStep.
   const int ld_row = tid / kChunks, ld_chunk = tid % kChunks;
   const int ld_dst = ld_row * kStride + ld_chunk * 8;  // smem element offset in a tile
-#pragma unroll
-  for (int i = 0; i < kTileM / kRowStep; ++i) {
-    const int r = ld_row + i * kRowStep;
-    const bool valid = r < rows;  // rows past the sequence are zero-filled
-    const T* src = q + static_cast<int64_t>(q_start + row0 + (valid ? r : 0)) * q_stride_t +
-                   h * q_stride_h + ld_chunk * 8;
-    cp_async_16(s_q + ld_dst + i * kRowStep * kStride, src, valid ? 16 : 0);
-  }
+  cp_async_rows<kTileM / kRowStep, kRowStep>(  // the Q tile; rows past the sequence are zeros
+      s_q + ld_dst, kRowStep * kStride,
+      q + static_cast<int64_t>(q_start + row0) * q_stride_t + h * q_stride_h + ld_chunk * 8,
+      q_stride_t, ld_row, rows);
   // Byte offset of this thread's chunk inside a cache row (same for K and V).
   const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
   // Keys past kv_end are zero-filled (cp_async_tile_rows). The thread's row and chunk and

@@ -89,14 +89,10 @@ __device__ __forceinline__ void paged_prefill_wgmma(T* __restrict__ out, const T
   const int ld_row = tid / kChunks, ld_chunk = tid % kChunks;
   const uint32_t ld_dst_q = sw128_offset<kTileM>(ld_row, ld_chunk);   // + i * kRowStep * 128
   const uint32_t ld_dst_kv = sw128_offset<kTileN>(ld_row, ld_chunk);  // + i * kRowStep * 128
-#pragma unroll
-  for (int i = 0; i < kTileM / kRowStep; ++i) {
-    const int r = ld_row + i * kRowStep;
-    const bool valid = r < rows;  // rows past the sequence are zero-filled
-    const T* src = q + static_cast<int64_t>(q_start + row0 + (valid ? r : 0)) * q_stride_t +
-                   h * q_stride_h + ld_chunk * 8;
-    cp_async_16(s_q + ld_dst_q + i * kRowStep * 128, src, valid ? 16 : 0);
-  }
+  cp_async_rows<kTileM / kRowStep, kRowStep>(  // the Q tile; rows past the sequence are zeros
+      s_q + ld_dst_q, kRowStep * 128,
+      q + static_cast<int64_t>(q_start + row0) * q_stride_t + h * q_stride_h + ld_chunk * 8,
+      q_stride_t, ld_row, rows);
   // Byte offset of this thread's chunk inside a cache row (same for K and V).
   const uint32_t ld_src = (kv_head * D + ld_chunk * 8) * sizeof(T);
   const int* bt = block_tables + static_cast<int64_t>(b) * bt_stride;
