@@ -7,15 +7,18 @@
 // through a STAGES-deep cp.async ring: while one tile is computed the next STAGES - 1
 // are in flight (a decode step is a pure KV read; bytes in flight per SM are what set
 // its speed). STAGES is 3 where two such CTAs fit an SM (H100/H200), else 2 (the host
-// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA). The
-// ring's first tiles are requested before pdl_wait, while the qkv projection that
+// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA).
+//
+// The ring's first tiles are requested before pdl_wait, while the qkv projection that
 // precedes us still runs: every row but the new token's, which that projection (or
-// rope_store_kv) writes, so only Q and that one row wait for it. Each of the 4 warps owns 16 keys of every tile and keeps
-// its own online softmax (no CTA barrier inside a tile); the warps' partial results
-// merge through smem at the end. With S > 1 each CTA writes its normalised partial
-// output and (max, sum) in fp32 and paged_decode_reduce merges the splits; with S == 1
-// it writes `out` directly. Scores stay unscaled; the scale (times log2 e) folds into
-// the exp2 argument, and max values are kept in log2 units of the scaled scores.
+// rope_store_kv) writes, so only Q and that one row wait for it.
+//
+// Each of the 4 warps owns 16 keys of every tile and keeps its own online softmax (no CTA
+// barrier inside a tile); the warps' partial results merge through smem at the end. With
+// S > 1 each CTA writes its normalised partial output and (max, sum) in fp32 and
+// paged_decode_reduce merges the splits; with S == 1 it writes `out` directly. Scores
+// stay unscaled; the scale (times log2 e) folds into the exp2 argument, and max values
+// are kept in log2 units of the scaled scores.
 #include "mma.cuh"
 #include "paged_cache.cuh"
 
