@@ -7,20 +7,6 @@
 
 namespace lmd {
 
-// Cache row (block * block_size + offset) of context token t, from the block table.
-__device__ __forceinline__ int64_t token_row(const int* __restrict__ block_table, int t,
-                                             int block_size, int block_shift) {
-  int blk, off;
-  if (block_shift >= 0) {  // power-of-two block size: shift and mask
-    blk = block_table[t >> block_shift];
-    off = t & (block_size - 1);
-  } else {
-    blk = block_table[t / block_size];
-    off = t % block_size;
-  }
-  return static_cast<int64_t>(blk) * block_size + off;
-}
-
 // The cache rows of one tile's keys for this thread: ROWS keys n, n + STEP, ... (n is the
 // thread's first key of the tile that starts at key n0). copy_row(i, offset, bytes) gets
 // row i's byte offset in the cache (times row_bytes) and 16, or 0 for keys at or past
