@@ -25,6 +25,7 @@ DECODE_MAX_HEADS = 16  # query heads per CTA: the rows of one m16 tile
 DECODE_TILE = 64  # keys per smem tile (kDecodeTile in the .cu)
 DECODE_STAGES = (2, 3)  # depths of the cp.async K/V ring the kernel is built with
 DECODE_MIN_SPLIT = 64  # a split covers at least this many tokens (kDecodeMinSplit)
+DECODE_MAX_BATCH = 65535  # sequences of one decode launch: they are its grid's y dimension
 # Prefill CTA tiles by head dim, as instantiated in paged_attention_prefill.cu:
 # (warps, query rows per CTA = 32 per warp, keys per smem tile).
 PREFILL_TILES = {64: (4, 128, 128), 128: (4, 128, 64)}
@@ -149,6 +150,8 @@ def paged_decode(
     ctas = batch * (num_q_heads // heads)
     if num_splits is not None and num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if batch > DECODE_MAX_BATCH:
+        raise ValueError(f"decode attention takes at most {DECODE_MAX_BATCH} sequences a launch, got {batch}")
     if num_splits is None and meta.max_kv_len <= DECODE_MIN_SPLIT:
         num_splits = 1
     elif num_splits is None:
@@ -164,7 +167,7 @@ def paged_decode(
         q.device,
         DECODE_MODULE,
         kernel,
-        grid=(batch, num_q_heads // heads, splits),
+        grid=(num_q_heads // heads, batch, splits),  # heads fastest: see the .cu's header
         block=(DECODE_THREADS,),
         shared_mem=shared_mem,
         args=(

@@ -52,6 +52,22 @@ def test_decode_long_context_splits(dtype, heads, num_splits):
     _check(batch, 0.088, out)
 
 
+def test_decode_many_sequences():
+    """Hundreds of sequences: the grid's sequence dimension (y) far larger than its heads (x)."""
+    gen = torch.Generator().manual_seed(5)
+    kv_lens = torch.randint(1, 200, (600,), generator=gen).tolist()
+    batch = make_paged_batch([1] * len(kv_lens), kv_lens, 32, 8, 128, 16, torch.bfloat16, seed=5)
+    poison_allocator()
+    _check(batch, 0.088, native_attention.paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.088))
+
+
+def test_decode_rejects_more_sequences_than_one_launch_holds(monkeypatch):
+    monkeypatch.setattr(native_attention, "DECODE_MAX_BATCH", 4)
+    batch = make_paged_batch([1] * 5, [3] * 5, 8, 8, 64, 16, torch.bfloat16, seed=1)
+    with pytest.raises(ValueError, match="at most 4 sequences a launch, got 5"):
+        native_attention.paged_decode(batch.q, batch.k_cache, batch.v_cache, batch.meta, 0.1)
+
+
 def test_decode_strided_query():
     # q as the query slice of a fused qkv projection: [B, (Hq + 2 Hkv) * D]
     batch = make_paged_batch([1] * 3, [33, 500, 2000], 16, 4, 128, 32, torch.bfloat16, seed=3)
