@@ -1,5 +1,7 @@
 """CUDA graphs of the decode forward, one per padded batch size, replayed each step.
 
+The sizes are graph_sizes.choose_graph_sizes's: a step replays the smallest that fits.
+
 A decode step of a large model is hundreds of small kernel launches; replaying a
 captured graph removes their CPU cost. The graphs read static input buffers that
 each step fills in place: token ids, positions, cache slots, context lengths and
@@ -12,6 +14,7 @@ context (session_len); a replay is correct for any shorter context.
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 
@@ -19,10 +22,6 @@ from lmdeploy_sdk.ops.transfer import padded_rows, pinned, to_device
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
-
-GRAPH_BATCH_SIZES = (
-    1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024
-)
 
 # Up to this many block-table entries (bs * max_blocks) a step sends the table padded to
 # max_blocks columns in the same host-to-device copy as kv_lens (small batches: the GPU
@@ -35,7 +34,7 @@ class DecodeGraphs:
         self,
         model: torch.nn.Module,
         kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
-        max_batch_size: int,
+        sizes: list[int],
         max_context: int,
         block_size: int,
         device: torch.device,
@@ -45,9 +44,9 @@ class DecodeGraphs:
         self.block_size = block_size
         self.device = device
         self.max_context = max_context
-        self.sizes = [s for s in GRAPH_BATCH_SIZES if s <= max_batch_size]
-        if not self.sizes or self.sizes[-1] < max_batch_size:
-            self.sizes.append(max_batch_size)
+        if not sizes or sorted(set(sizes)) != list(sizes) or sizes[0] < 1:
+            raise ValueError(f"graph batch sizes must be distinct, ascending and >= 1, got {sizes}")
+        self.sizes = list(sizes)  # ascending; the last is the largest batch a step may have
         n = self.sizes[-1]
         self.max_blocks = -(-max_context // block_size)
         # Static inputs, laid out per graph size bs so that one host-to-device copy fills
@@ -94,6 +93,7 @@ class DecodeGraphs:
     def capture(self) -> None:
         """Capture every batch size, largest first so the smaller graphs reuse its memory pool."""
         torch.cuda.synchronize(self.device)
+        started = time.perf_counter()
         for bs in reversed(self.sizes):
             v = self._views(bs)  # padding inputs while capturing: no cache write, 1-token contexts
             v["input_ids"].zero_()
@@ -109,7 +109,8 @@ class DecodeGraphs:
                 self.pool = graph.pool()
             self.graphs[bs] = graph
         torch.cuda.synchronize(self.device)
-        log.info("captured decode CUDA graphs for batch sizes %s", self.sizes)
+        log.info("captured %d decode CUDA graphs in %.1f s, batch sizes %s",
+                 len(self.sizes), time.perf_counter() - started, self.sizes)
 
     def padded_size(self, n: int) -> int | None:
         return next((s for s in self.sizes if s >= n), None)

@@ -11,6 +11,7 @@ import os
 import torch
 
 from lmdeploy_sdk.engine.cuda_graphs import DecodeGraphs
+from lmdeploy_sdk.engine.graph_sizes import choose_graph_sizes
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
@@ -85,7 +86,8 @@ class ModelRunner:
         self.graphs: DecodeGraphs | None = None
         preload_native_modules(device, dtype)
         if graphs_supported(model, dtype, device):
-            self.graphs = DecodeGraphs(model, self.kv_caches, max_batch_size, max_context, block_size, device)
+            sizes = choose_graph_sizes(model, max_batch_size, device)
+            self.graphs = DecodeGraphs(model, self.kv_caches, sizes, max_context, block_size, device)
             self.graphs.capture()
 
     def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:

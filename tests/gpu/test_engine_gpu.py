@@ -6,6 +6,7 @@ import torch
 
 from lmdeploy_sdk import GenerationConfig, TurbomindEngineConfig, pipeline
 from lmdeploy_sdk import native
+from lmdeploy_sdk.engine.cuda_graphs import DecodeGraphs
 from lmdeploy_sdk.engine.runner import DISABLE_GRAPHS_ENV
 
 pytestmark = pytest.mark.gpu
@@ -93,6 +94,35 @@ def test_decode_graphs_send_the_block_table_either_way(confident_model, monkeypa
     wide = run(path, monkeypatch, native_on=True, graphs_on=True)
     monkeypatch.setattr(cuda_graphs, "WIDE_TABLE_ENTRIES", 0)
     assert run(path, monkeypatch, native_on=True, graphs_on=True) == wide
+
+
+def test_decode_graph_sizes_come_from_timed_projections(confident_model, monkeypatch):
+    """Sizes past FIXED_SIZES are timed and kept only where no larger one is as cheap;
+    steps padded to whichever were kept give the same tokens as eager decoding."""
+    from lmdeploy_sdk.engine import graph_sizes
+
+    monkeypatch.setattr(graph_sizes, "SWEEP_FROM", 4)  # sweep 4, 6, ..., 16 for this small batch
+    monkeypatch.setattr(graph_sizes, "SWEEP_STEP", 2)
+    timed = []
+    measure = graph_sizes.projection_costs
+
+    def recorded(model, sizes, device):
+        costs = measure(model, sizes, device)
+        timed.append(costs)
+        return costs
+
+    monkeypatch.setattr(graph_sizes, "projection_costs", recorded)
+    captured = []
+    capture = DecodeGraphs.capture
+    monkeypatch.setattr(DecodeGraphs, "capture", lambda self: (captured.append(self.sizes), capture(self)))
+    path = confident_model("LlamaForCausalLM")
+    eager = run(path, monkeypatch, native_on=True, graphs_on=False)
+    graphs = run(path, monkeypatch, native_on=True, graphs_on=True)
+    (costs,), (sizes,) = timed, captured
+    assert sorted(costs) == [4, 6, 8, 10, 12, 14, 16]
+    assert all(0 < c < 1 for c in costs.values()), costs  # seconds
+    assert sizes == [1, 2] + graph_sizes.cheapest_sizes(costs)
+    assert agreement(graphs, eager) >= 0.95
 
 
 def test_chunked_prefill_prefix_cache_and_preemption_on_gpu(confident_model, monkeypatch):
