@@ -8,6 +8,7 @@ import torch
 
 from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.bench.workload import BenchRequest
+from lmdeploy_sdk.engine import graph_sizes
 from lmdeploy_sdk.engine.factory import LoadedModel
 from lmdeploy_sdk.messages import GenerationConfig
 from lmdeploy_sdk.sync_pipeline import Pipeline
@@ -86,6 +87,53 @@ def throughput_bound(
         live = [i + t for i, o in zip(ins, outs) if o > t]  # context of each decoding request
         gemm = 2 * (layer_params + head_params) * len(live) / flop_per_s
         seconds += max(weight_bytes / copy_bytes_per_s, gemm) + kv_token * sum(live) / copy_bytes_per_s
+    return sum(outs) / seconds if seconds else 0.0
+
+
+def measure_projections(loaded: LoadedModel, max_rows: int, prefill_rows: int) -> tuple[dict, dict]:
+    """(layer_seconds, head_seconds) for projection_bound: the decode graphs' fixed sizes,
+    then every SWEEP_STEP rows past max_rows; the layers also at prefill_rows."""
+    model = loaded.engine.runner.model
+    step, start = graph_sizes.SWEEP_STEP, graph_sizes.SWEEP_FROM
+    sizes = [s for s in graph_sizes.FIXED_SIZES if s < max_rows]
+    sizes += list(range(start, max(max_rows, start) + step, step))
+    device = loaded.engine.runner.device
+    layers = graph_sizes.projection_costs(model, sorted({*sizes, prefill_rows}), device)
+    head = model.lm_head.weight if model.lm_head is not None else model.model.embed_tokens.weight
+    return layers, graph_sizes.linear_costs([(head, None)], sizes, device)
+
+
+def projection_bound(
+    loaded: LoadedModel,
+    requests: list[BenchRequest],
+    copy_bytes_per_s: float,
+    layer_seconds: dict[int, float],
+    head_seconds: dict[int, float],
+    prefill_rows: int,
+) -> float:
+    """Output tokens/s of an engine whose only costs are its projections, at their measured
+    times, and its KV reads at copy bandwidth: what our own GEMMs allow.
+
+    layer_seconds / head_seconds: {rows: seconds} of every decoder layer's projections /
+    the vocabulary projection (graph_sizes.linear_costs). A decode step of n rows pays
+    each at the cheapest measured size >= n (as a graph pads the layers' rows). Prompts
+    pay the layers' per-row time at prefill_rows (the prefill chunk) and no head. The
+    schedule is throughput_bound's: every request starts at once.
+    """
+    if not any(size >= prefill_rows for size in layer_seconds):
+        raise ValueError(f"layer_seconds must be measured at the prefill chunk ({prefill_rows} rows)")
+    layers_at = {n: min(c for m, c in layer_seconds.items() if m >= n) for n in range(1, max(layer_seconds) + 1)}
+    kv_token = kv_bytes_per_token(loaded)
+    ins = [len(r.prompt_ids) for r in requests]
+    outs = [r.output_len for r in requests]
+    seconds = sum(ins) * layer_seconds[prefill_rows] / prefill_rows
+    for t in range(max(outs, default=0)):
+        live = [i + t for i, o in zip(ins, outs) if o > t]  # context of each decoding request
+        n = len(live)
+        if n not in layers_at or not any(m >= n for m in head_seconds):
+            raise ValueError(f"no projection time measured for a decode step of {n} rows")
+        head = min(c for m, c in head_seconds.items() if m >= n)
+        seconds += layers_at[n] + head + kv_token * sum(live) / copy_bytes_per_s
     return sum(outs) / seconds if seconds else 0.0
 
 

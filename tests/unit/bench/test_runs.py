@@ -44,3 +44,25 @@ def test_serial_bound_by_hand(tiny_loaded):
     # faster memory or compute can only raise the bound
     assert runs.throughput_bound(tiny_loaded, reqs, 2 * bw, flops) > expected
     assert runs.throughput_bound(tiny_loaded, reqs, bw, 2 * flops) > expected
+
+
+def test_projection_bound_by_hand(tiny_loaded):
+    kv = runs.kv_bytes_per_token(tiny_loaded)
+    reqs = [BenchRequest(prompt_ids=[1] * 3, output_len=2), BenchRequest(prompt_ids=[1] * 5, output_len=1)]
+    # 2 rows cost more than 4 (a badly fitting tile): a 2-row step pads to 4
+    layers = {1: 0.5, 2: 0.9, 4: 0.7, 16: 2.0}
+    head = {1: 0.1, 2: 0.2, 4: 0.3}
+    bw = 1e9
+    prefill = 8 * 2.0 / 16
+    step0 = 0.7 + 0.2 + kv * (3 + 5) / bw  # 2 rows: the layers at 4, the head at 2
+    step1 = 0.5 + 0.1 + kv * (3 + 1) / bw
+    expected = 3 / (prefill + step0 + step1)
+    assert runs.projection_bound(tiny_loaded, reqs, bw, layers, head, 16) == pytest.approx(expected)
+
+
+def test_projection_bound_needs_every_size_measured(tiny_loaded):
+    reqs = [BenchRequest(prompt_ids=[1] * 3, output_len=1)] * 5
+    with pytest.raises(ValueError, match="prefill chunk \\(32 rows\\)"):
+        runs.projection_bound(tiny_loaded, reqs, 1e9, {16: 1.0}, {8: 1.0}, 32)
+    with pytest.raises(ValueError, match="decode step of 5 rows"):
+        runs.projection_bound(tiny_loaded, reqs, 1e9, {16: 1.0}, {4: 1.0}, 16)
