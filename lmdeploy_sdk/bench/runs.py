@@ -137,6 +137,24 @@ def projection_bound(
     return sum(outs) / seconds if seconds else 0.0
 
 
+def throughput_context(loaded: LoadedModel, requests: list[BenchRequest]) -> dict:
+    """The GPU figures a throughput run is judged by: copy bandwidth, GEMM rate, the serial
+    and projection bounds of `requests`, and the decode graphs' sizes. (A function of its
+    own: none of the engine's objects may outlive it, the baseline needs the GPU after.)"""
+    engine = loaded.engine
+    device, dtype = engine.runner.device, engine.runner.kv_caches[0][0].dtype
+    bw, flops = copy_bandwidth(device), gemm_rate(device, dtype)
+    chunk = engine.scheduler.max_prefill_tokens
+    layer_s, head_s = measure_projections(loaded, min(len(requests), engine.scheduler.max_batch_size), chunk)
+    return {
+        "copy_bandwidth_GBs": bw / 1e9,
+        "gemm_TFLOPs": flops / 1e12,
+        "serial_bound_output_tok_s": throughput_bound(loaded, requests, bw, flops),
+        "projection_bound_output_tok_s": projection_bound(loaded, requests, bw, layer_s, head_s, chunk),
+        "decode_graph_sizes": list(engine.runner.graphs.sizes) if engine.runner.graphs is not None else [],
+    }
+
+
 async def _one(engine: AsyncEngine, ids: list[int], gen: GenerationConfig) -> tuple[float, float, int]:
     """(time to first token, total time, tokens) of one request."""
     t0 = time.perf_counter()

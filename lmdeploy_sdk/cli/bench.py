@@ -102,21 +102,10 @@ def run(args: argparse.Namespace) -> int:
                 if times is not None:
                     loaded.engine.record_step_times(None).result()
                     r["step_times"] = times.summary()
-                dev = loaded.engine.runner.device
-                if dev.type == "cuda":
-                    bw = runs.copy_bandwidth(dev)
-                    flops = runs.gemm_rate(dev, loaded.engine.runner.kv_caches[0][0].dtype)
-                    r["copy_bandwidth_GBs"] = bw / 1e9
-                    r["gemm_TFLOPs"] = flops / 1e12
-                    r["serial_bound_output_tok_s"] = runs.throughput_bound(loaded, reqs, bw, flops)
+                if loaded.engine.runner.device.type == "cuda":
+                    r.update(runs.throughput_context(loaded, reqs))
                     r["fraction_of_bound"] = r["output_tok_s"] / r["serial_bound_output_tok_s"]
-                    sched = loaded.engine.scheduler
-                    chunk, rows = sched.max_prefill_tokens, min(len(reqs), sched.max_batch_size)
-                    layer_s, head_s = runs.measure_projections(loaded, rows, chunk)
-                    r["projection_bound_output_tok_s"] = runs.projection_bound(loaded, reqs, bw, layer_s, head_s, chunk)
                     r["fraction_of_projection_bound"] = r["output_tok_s"] / r["projection_bound_output_tok_s"]
-                    graphs = loaded.engine.runner.graphs
-                    r["decode_graph_sizes"] = graphs.sizes if graphs is not None else []
                 if args.hf_requests:
                     r["ours_on_hf_subset"] = runs.throughput(loaded, reqs[: args.hf_requests])
             device, dtype = loaded.engine.runner.device, loaded.engine.runner.kv_caches[0][0].dtype

@@ -1,10 +1,14 @@
 """The bench's measurements that need a GPU: projection times for projection_bound."""
 from __future__ import annotations
 
+import json
+
 import pytest
+import torch
 
 from lmdeploy_sdk.bench import runs
 from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
+from lmdeploy_sdk.cli.main import main
 from lmdeploy_sdk.engine import graph_sizes
 from lmdeploy_sdk.engine.factory import load
 from lmdeploy_sdk.messages import TurbomindEngineConfig
@@ -26,3 +30,21 @@ def test_projection_times_cover_every_step_of_the_bound(tokenizer_dir, tmp_path)
         assert 0 < bound < float("inf")
     finally:
         loaded.close()
+
+
+def test_throughput_gives_the_gpu_back_before_the_baseline(tokenizer_dir, tmp_path, monkeypatch):
+    """transformers' run comes after ours and needs the memory our KV cache held."""
+    seen = {}
+
+    def fake_baseline(model_dir, requests, device, dtype):
+        seen["allocated"] = torch.cuda.memory_allocated(device)
+        return {"output_tok_s": 1.0}
+
+    monkeypatch.setattr(runs, "hf_generate_throughput", fake_baseline)
+    before = torch.cuda.memory_allocated()
+    out = tmp_path / "thr.json"
+    assert main(["bench", "throughput", str(tokenizer_dir), "--shape", "llama-tiny", "--num-prompts", "3",
+                 "--hf-requests", "2", "--cache-max-entry-count", "0.1", "--json", str(out)]) == 0
+    assert seen["allocated"] - before < 64 << 20, seen  # the KV cache alone was ~10% of free memory
+    r = json.loads(out.read_text())["throughput"]
+    assert r["projection_bound_output_tok_s"] > 0 and r["decode_graph_sizes"][-1] >= 3
