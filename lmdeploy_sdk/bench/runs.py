@@ -91,8 +91,9 @@ def throughput_bound(
 
 
 def measure_projections(loaded: LoadedModel, max_rows: int, prefill_rows: int) -> tuple[dict, dict]:
-    """(layer_seconds, head_seconds) for projection_bound: the decode graphs' fixed sizes,
-    then every SWEEP_STEP rows past max_rows; the layers also at prefill_rows."""
+    """(layer_seconds, head_seconds) for projection_bound, at the decode graphs' fixed
+    sizes, then every SWEEP_STEP rows from SWEEP_FROM until one covers max_rows; the
+    layers also at prefill_rows."""
     model = loaded.engine.runner.model
     step, start = graph_sizes.SWEEP_STEP, graph_sizes.SWEEP_FROM
     sizes = [s for s in graph_sizes.FIXED_SIZES if s < max_rows]

@@ -3,14 +3,15 @@
 // Grid (Hq / G, B, S): one CTA per (the G <= 16 query heads of one kv head, sequence,
 // split of the context). The G heads are the rows of an m16 tile (rows past G are zeros),
 // so Q.K^T and P.V run on mma.sync m16n8k16 as in prefill, and each kv row is read once
-// per CTA whatever the group size. Heads vary fastest in launch order: the CTAs of one
-// sequence run side by side and read neighbouring bytes (a cache row holds every kv head
-// of its token), which suits DRAM better than a head-major order (measured 2-7% faster
-// on ragged batches of 41-900 sequences, H200). K/V tiles of kDecodeTile keys stream
-// through a STAGES-deep cp.async ring: while one tile is computed the next STAGES - 1
-// are in flight (a decode step is a pure KV read; bytes in flight per SM are what set
-// its speed). STAGES is 3 where two such CTAs fit an SM (H100/H200), else 2 (the host
-// picks: the 3-stage ring at D = 128 exceeds a 4090-class GPU's smem per CTA).
+// per CTA whatever the group size. Heads vary fastest in launch order, so the CTAs of
+// one sequence run side by side and read neighbouring bytes (a cache row holds every kv
+// head of its token); in a head-major order they would launch B CTAs apart.
+//
+// K/V tiles of kDecodeTile keys stream through a STAGES-deep cp.async ring: while one
+// tile is computed the next STAGES - 1 are in flight (a decode step is a pure KV read;
+// bytes in flight per SM are what set its speed). STAGES is 3 where two such CTAs fit an
+// SM (H100/H200), else 2 (the host picks: the 3-stage ring at D = 128 exceeds a
+// 4090-class GPU's smem per CTA).
 //
 // The ring's first tiles are requested before pdl_wait, while the qkv projection that
 // precedes us still runs: every row but the new token's, which that projection (or
