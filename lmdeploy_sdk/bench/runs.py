@@ -91,13 +91,11 @@ def throughput_bound(
 
 
 def measure_projections(loaded: LoadedModel, max_rows: int, prefill_rows: int) -> tuple[dict, dict]:
-    """(layer_seconds, head_seconds) for projection_bound, at the decode graphs' fixed
-    sizes, then every SWEEP_STEP rows from SWEEP_FROM until one covers max_rows; the
-    layers also at prefill_rows."""
+    """(layer_seconds, head_seconds) for projection_bound at the decode graphs' candidate
+    sizes up to max_rows; the layers also at prefill_rows."""
     model = loaded.engine.runner.model
-    step, start = graph_sizes.SWEEP_STEP, graph_sizes.SWEEP_FROM
-    sizes = [s for s in graph_sizes.FIXED_SIZES if s < max_rows]
-    sizes += list(range(start, max(max_rows, start) + step, step))
+    fixed, swept = graph_sizes.candidate_sizes(max_rows)
+    sizes = fixed + swept
     device = loaded.engine.runner.device
     layers = graph_sizes.projection_costs(model, sorted({*sizes, prefill_rows}), device)
     head = model.lm_head.weight if model.lm_head is not None else model.model.embed_tokens.weight

@@ -18,17 +18,22 @@ from lmdeploy_sdk import ops
 
 FIXED_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96)
 SWEEP_FROM = 128
-SWEEP_STEP = 16
+SWEEP_STEP = 16  # rows between candidates up to 1023; it doubles at 1024, 2048, ... (32 an octave)
 TIMED_CALLS = 5  # back-to-back calls per (size, weight shape); their mean is one timing
 TIMED_PASSES = 2  # sweeps after an untimed one (clocks, cuBLAS's choices); a size's cost is its fastest
 
 
 def candidate_sizes(max_batch_size: int) -> tuple[list[int], list[int]]:
-    """(fixed sizes, swept sizes) up to max_batch_size, the last swept size."""
+    """(fixed sizes, swept sizes) up to max_batch_size, the last swept size. The sweep's
+    step grows with the size, so a large max_batch_size adds few graphs (and seconds)."""
     if max_batch_size < 1:
         raise ValueError(f"max_batch_size={max_batch_size} must be >= 1")
     fixed = [s for s in FIXED_SIZES if s < min(SWEEP_FROM, max_batch_size)]
-    return fixed, list(range(SWEEP_FROM, max_batch_size, SWEEP_STEP)) + [max_batch_size]
+    swept, size = [], SWEEP_FROM
+    while size < max_batch_size:
+        swept.append(size)
+        size += SWEEP_STEP << max(0, (size // 512).bit_length() - 1)
+    return fixed, swept + [max_batch_size]
 
 
 def cheapest_sizes(costs: dict[int, float]) -> list[int]:

@@ -15,8 +15,16 @@ def test_candidates_cover_every_batch_up_to_the_largest(max_batch):
     assert fixed == [s for s in FIXED_SIZES if s < max_batch]
     assert swept[-1] == max_batch
     assert all(s >= SWEEP_FROM for s in swept[:-1])
-    assert all(b - a == SWEEP_STEP for a, b in zip(swept[:-2], swept[1:-1]))
+    assert all(b - a == SWEEP_STEP for a, b in zip(swept[:-2], swept[1:-1]) if b < 1024)
     assert sorted(set(fixed + swept)) == fixed + swept
+
+
+def test_the_sweep_thins_out_past_1024_rows():
+    _, swept = candidate_sizes(4096)
+    assert swept[:2] == [SWEEP_FROM, SWEEP_FROM + SWEEP_STEP]
+    steps = {b - a for a, b in zip(swept, swept[1:])}
+    assert steps == {16, 32, 64}
+    assert sum(1024 <= s < 2048 for s in swept) == 32 and sum(2048 <= s < 4096 for s in swept) == 32
 
 
 def test_candidates_reject_an_empty_batch():
