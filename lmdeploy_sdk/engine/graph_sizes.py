@@ -4,10 +4,10 @@ A step of n decodes replays the smallest graph of >= n rows. Its padding rows co
 real rows cost in the projections (GEMMs) and next to nothing elsewhere (no KV, a
 1-token context). cuBLAS's time is not monotone in the row count (its tile shapes fit
 some counts badly: on an H200 the Llama-3-8B projections ran slower at 448 rows than at
-512). So from SWEEP_FROM rows on, candidates every SWEEP_STEP rows are timed once at
-engine start, and a size keeps its graph only if every larger candidate costs more: the
-graph a step replays is then the cheapest one it fits. Below SWEEP_FROM, where a step
-reads all weights whatever its rows, the sizes are fixed.
+512). So from SWEEP_FROM rows on, candidates every SWEEP_STEP rows (sparser past 1024)
+are timed once at engine start, and a size keeps its graph only if every larger
+candidate costs more: the graph a step replays is then the cheapest one it fits. Below
+SWEEP_FROM, where a step reads all weights whatever its rows, the sizes are fixed.
 """
 from __future__ import annotations
 
