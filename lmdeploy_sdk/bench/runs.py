@@ -119,9 +119,15 @@ def projection_bound(
     pay the layers' per-row time at prefill_rows (the prefill chunk) and no head. The
     schedule is throughput_bound's: every request starts at once.
     """
-    if not any(size >= prefill_rows for size in layer_seconds):
+    if prefill_rows not in layer_seconds:
         raise ValueError(f"layer_seconds must be measured at the prefill chunk ({prefill_rows} rows)")
-    layers_at = {n: min(c for m, c in layer_seconds.items() if m >= n) for n in range(1, max(layer_seconds) + 1)}
+
+    def padded(costs: dict[int, float], n: int) -> float:
+        fits = [c for m, c in costs.items() if m >= n]
+        if not fits:
+            raise ValueError(f"no projection time measured for a decode step of {n} rows")
+        return min(fits)
+
     kv_token = kv_bytes_per_token(loaded)
     ins = [len(r.prompt_ids) for r in requests]
     outs = [r.output_len for r in requests]
@@ -129,10 +135,7 @@ def projection_bound(
     for t in range(max(outs, default=0)):
         live = [i + t for i, o in zip(ins, outs) if o > t]  # context of each decoding request
         n = len(live)
-        if n not in layers_at or not any(m >= n for m in head_seconds):
-            raise ValueError(f"no projection time measured for a decode step of {n} rows")
-        head = min(c for m, c in head_seconds.items() if m >= n)
-        seconds += layers_at[n] + head + kv_token * sum(live) / copy_bytes_per_s
+        seconds += padded(layer_seconds, n) + padded(head_seconds, n) + kv_token * sum(live) / copy_bytes_per_s
     return sum(outs) / seconds if seconds else 0.0
 
 
