@@ -16,3 +16,7 @@ class ErrorCode(IntEnum):
 
 class ModelLoadError(RuntimeError):
     """The model could not be found, read or built."""
+
+
+class ConfigError(ModelLoadError, ValueError):
+    """config.json is missing, unreadable, or describes a model we cannot run."""

@@ -119,8 +119,8 @@ class TurbomindEngineConfig:
     def __post_init__(self):
         _check(self.dtype in ("auto", "float16", "bfloat16", "float32"), "dtype", self.dtype,
                "must be 'auto', 'float16', 'bfloat16' or 'float32'")
-        _check(self.model_format in (None, "hf", "awq"), "model_format", self.model_format,
-               "must be None, 'hf' or 'awq'")
+        _check(self.model_format in (None, "hf", "awq", "gptq"), "model_format", self.model_format,
+               "must be None (detect), 'hf', 'awq' or 'gptq' (4-bit weights)")
         _check(isinstance(self.tp, int) and self.tp >= 1, "tp", self.tp, "must be an int >= 1")
         if self.session_len is not None:
             _check(isinstance(self.session_len, int) and self.session_len > 0,

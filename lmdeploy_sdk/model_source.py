@@ -6,6 +6,8 @@ cache (`$LMDEPLOY_SDK_CACHE`, default `~/.cache/lmdeploy_sdk`) and reused after.
 conversion is safe against concurrent first uses and killed runs: it holds an
 exclusive `flock` beside the target, builds in a temp directory, writes a completion
 marker last and renames into place; a directory without a valid marker is rebuilt.
+Asked for 4-bit weights (model_format='awq'), an embedded model is converted a second
+time, keeping its GGUF Q4 weights 4-bit, into its own cache entry (`<name>-int4`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 CACHE_ENV_VAR = "LMDEPLOY_SDK_CACHE"
+INT4_SUFFIX = "-int4"  # cache entry of an embedded model's 4-bit conversion
 
 
 @dataclass(frozen=True)
@@ -73,15 +76,17 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lmdeploy_sdk"
 
 
-def embedded_model_dir(name: str) -> Path:
-    """The cache directory an embedded model is (or will be) converted into."""
-    return cache_root() / "models" / name
+def embedded_model_dir(name: str, keep_quantized: bool = False) -> Path:
+    """The cache directory an embedded model is (or will be) converted into (float, or 4-bit)."""
+    return cache_root() / "models" / (name + INT4_SUFFIX if keep_quantized else name)
 
 
-def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
+def resolve_model_path(name_or_path: str | os.PathLike | None, model_format: str | None = None) -> Path:
     """A local HF model directory for a path, an embedded model name, or None (the default model).
 
-    An existing path wins over an embedded name of the same spelling.
+    An existing path wins over an embedded name of the same spelling. `model_format` (the
+    engine config's) picks an embedded model's conversion: None or 'hf' the float one, 'awq'
+    the 4-bit one; for a path the model loader checks it against the directory.
     """
     if name_or_path is None:
         name_or_path = DEFAULT_MODEL
@@ -92,10 +97,22 @@ def resolve_model_path(name_or_path: str | os.PathLike | None) -> Path:
         return _check_hf_dir(path)
     key = str(name_or_path).strip().lower()
     if key in EMBEDDED_MODELS:
-        return ensure_embedded_model(EMBEDDED_MODELS[key])
+        return ensure_embedded_model(EMBEDDED_MODELS[key], keep_quantized=_embedded_int4(key, model_format))
     raise FileNotFoundError(
         f"model path {str(name_or_path)!r} does not exist and is not an embedded model name "
         f"(embedded models: {', '.join(sorted(EMBEDDED_MODELS))})"
+    )
+
+
+def _embedded_int4(name: str, model_format: str | None) -> bool:
+    """Whether the embedded model `name` runs 4-bit for `model_format`."""
+    if model_format in (None, "hf"):
+        return False
+    if model_format == "awq":  # LMDeploy's name for 4-bit weights; ours come from the GGUF Q4 blocks
+        return True
+    raise ValueError(
+        f"model_format={model_format!r} is not available for the embedded model {name!r}: "
+        "use None or 'hf' (float weights) or 'awq' (its GGUF 4-bit weights)"
     )
 
 
@@ -103,7 +120,7 @@ def _check_hf_dir(path: Path) -> Path:
     if path.is_file() and path.suffix.lower() == ".gguf":
         raise ModelLoadError(
             f"{path} is a GGUF file; convert it to a model directory first: "
-            f"lmdeploy-sdk convert {path} --dst-path DIR"
+            f"lmdeploy-sdk convert {path} --dst-path DIR (add --keep-quantized to run its Q4_0/Q4_1 weights 4-bit)"
         )
     if not path.is_dir():
         raise ModelLoadError(f"model path {path} is not a directory")
@@ -112,21 +129,24 @@ def _check_hf_dir(path: Path) -> Path:
     return path.resolve()
 
 
-def ensure_embedded_model(model: EmbeddedModel) -> Path:
-    """The converted directory of `model`, converting it on first use (once, across processes)."""
+def ensure_embedded_model(model: EmbeddedModel, keep_quantized: bool = False) -> Path:
+    """The converted directory of `model`, converting it on first use (once, across processes);
+    keep_quantized: the 4-bit conversion (its GGUF Q4 weights kept), a separate cache entry."""
     from lmdeploy_sdk import convert  # heavy (transformers); only needed here
 
     src = model.gguf_path()
-    target = embedded_model_dir(model.name)
-    if convert.is_complete(target, src, model.dtype):
+    target = embedded_model_dir(model.name, keep_quantized)
+    if convert.is_complete(target, src, model.dtype, keep_quantized):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(target.parent / f".{target.name}.lock"):
-        if convert.is_complete(target, src, model.dtype):  # another process built it while we waited
+        if convert.is_complete(target, src, model.dtype, keep_quantized):  # built by another process meanwhile
             return target
         _remove_leftovers(target)
-        log.warning("converting embedded model %s (first use) into %s", model.name, target)
-        convert.convert(src, target, dtype=model.dtype, desc=f"converting {model.name} (first use)")
+        what = f"{model.name} (4-bit)" if keep_quantized else model.name
+        log.warning("converting embedded model %s (first use) into %s", what, target)
+        convert.convert(src, target, dtype=model.dtype, keep_quantized=keep_quantized,
+                        desc=f"converting {what} (first use)")
     return target
 
 

@@ -42,6 +42,7 @@ PTX_MODULES = (
     "activation",
     "argmax",
     "gemv",
+    "int4_gemm",
     "kv_cache",
     "norm",
     "paged_attention_decode",

@@ -1,6 +1,6 @@
-"""Micro-benchmark of the attention and GEMV kernels on one GPU; prints a table and writes JSON.
+"""Micro-benchmark of the attention, GEMV and int4 kernels on one GPU; prints a table and writes JSON.
 
-    python -m lmdeploy_sdk.native.bench_kernels [--json results.json] [--quick] [--only gemv]
+    python -m lmdeploy_sdk.native.bench_kernels [--json results.json] [--quick] [--only gemv|int4|...]
 
 Decode attention is memory-bound: its figure of merit is KV bytes read per second,
 set against a large device-to-device copy (bytes read + written per second). Prefill
@@ -204,13 +204,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the results here")
     parser.add_argument("--quick", action="store_true", help="the headline shapes only")
-    parser.add_argument("--only", choices=("decode", "prefill", "gemv"), help="run one group of benchmarks")
+    parser.add_argument("--only", choices=("decode", "prefill", "gemv", "int4"), help="run one group of benchmarks")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU")
     torch.manual_seed(0)
     copy_gbs = copy_bandwidth_gbs()
-    decode, prefill, gemv_rows = [], [], []
+    decode, prefill, gemv_rows, int4_rows = [], [], [], []
     if args.only in (None, "decode"):
         decode = bench_decode(32, 4096, 32, 8, 128, copy_gbs, [None, 1, 2, 3, 4, 8])
         if not args.quick:
@@ -231,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
         gemv_rows = bench_gemv(1, copy_gbs)
         if not args.quick:
             gemv_rows += bench_gemv(2, copy_gbs)
+    if args.only in (None, "int4"):
+        from lmdeploy_sdk.native.bench_int4 import bench_int4
+
+        int4_rows = bench_int4(copy_gbs, (1, 4, 16)) if args.quick else bench_int4(copy_gbs)
     result = {
         "gpu": torch.cuda.get_device_name(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -239,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         "decode": decode,
         "prefill": prefill,
         "gemv": gemv_rows,
+        "int4": int4_rows,
     }
     print(f"{result['gpu']}  torch {result['torch']}  {result['date']}")
     print(f"device-to-device copy: {copy_gbs:.0f} GB/s (read + write)")
@@ -256,6 +261,10 @@ def main(argv: list[str] | None = None) -> int:
         shape = r["shape"] + ("" if r["native"] else " (torch)")
         print(f"{shape:<44}{r['ms']:>9.4f}{r['w_GBps']:>7.0f}{r['pct_of_copy']:>8.1f}"
               f"{r['torch_ms']:>10.4f}{r['torch_w_GBps']:>7.0f}{r['torch_pct_of_copy']:>8.1f}{r['speedup']:>8.2f}")
+    if int4_rows:
+        from lmdeploy_sdk.native.bench_int4 import print_int4
+
+        print_int4(int4_rows)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=2)

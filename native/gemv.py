@@ -19,9 +19,11 @@ import math
 
 import torch
 
-from lmdeploy_sdk.native import activation, driver, norm, rope
-from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, contiguous_aligned
+from lmdeploy_sdk.native import activation, driver, int4_gemm, norm, rope
+from lmdeploy_sdk.native.fused_args import norm_staging, rope_served
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
+from lmdeploy_sdk.quant.int4 import Int4Weight
 
 MODULE = "gemv"
 # kernels gemv_<dtype>_m1, _m2 (a 4-row build was slower than cuBLAS, tried on an H200)
@@ -113,8 +115,11 @@ def _launch(
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """F.linear for 1..MAX_ROWS rows (fp32 accumulation, one rounding); torch otherwise."""
+    """F.linear for 1..MAX_ROWS rows (fp32 accumulation, one rounding); torch otherwise.
+    A 4-bit weight goes to int4_gemm (as do the fused ops' below)."""
     # x: [..., K]; weight: [N, K]; bias: [N] or None -> [..., N]
+    if isinstance(weight, Int4Weight):
+        return int4_gemm.linear(x, weight, bias)
     if not _served(x, weight, bias, x.shape[-1] if x.dim() else -1):
         return reference.linear(x, weight, bias)
     return _launch("gemv", x, weight, bias)
@@ -131,6 +136,8 @@ def rms_norm_linear(
     """(linear(rms_norm(x + residual)), x + residual) in one launch; bit-identical to the
     norm kernel followed by the GEMV when K >= 1800 (both then reduce over 256 threads)."""
     # x, residual: [..., K]; norm_weight: [K]; weight: [N, K] -> ([..., N], [..., K])
+    if isinstance(weight, Int4Weight):
+        return int4_gemm.rms_norm_linear(x, residual, norm_weight, eps, weight, bias)
     return _norm_linear(x, residual, norm_weight, eps, weight, bias, gated=False)
 
 
@@ -145,6 +152,8 @@ def rms_norm_gated_linear(
     """(silu_and_mul(linear(rms_norm(x + residual))), x + residual) in one launch, as
     bit-identical to the unfused kernels as rms_norm_linear."""
     # x, residual: [..., K]; gate_up_weight: [2I, K] (gate | up) -> ([..., I], [..., K])
+    if isinstance(gate_up_weight, Int4Weight):
+        return int4_gemm.rms_norm_gated_linear(x, residual, norm_weight, eps, gate_up_weight, bias)
     if gate_up_weight.dim() != 2 or gate_up_weight.shape[0] % 2:
         raise ValueError(f"gate_up_weight must be [2I, K], got shape {tuple(gate_up_weight.shape)}")
     return _norm_linear(x, residual, norm_weight, eps, gate_up_weight, bias, gated=True)
@@ -167,27 +176,9 @@ def _norm_linear(
             normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
         out = reference.linear(normed, weight, bias)
         return (activation.silu_and_mul(out) if gated else out), summed
-    x, summed, norm_args = _norm_staging(x, residual, norm_weight, eps)
+    x, summed, norm_args = norm_staging(x, residual, norm_weight, eps)
     kind = "rms_norm_gated_gemv" if gated else "rms_norm_gemv"
     return _launch(kind, x, weight, bias, norm_args, gated), summed
-
-
-def _norm_staging(
-    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float
-) -> tuple[torch.Tensor, torch.Tensor, tuple[driver.KernelArg, ...]]:
-    """(x, summed, norm_args) for the rms_norm kernels: x contiguous and aligned, summed a new
-    tensor for x + residual (x itself without a residual), and the kernels' (sum_out,
-    residual, norm weight, eps) arguments."""
-    x = contiguous_aligned(x)
-    residual = None if residual is None else contiguous_aligned(residual)
-    summed = x if residual is None else torch.empty_like(x)
-    norm_args = (
-        driver.ptr(None if residual is None else summed),
-        driver.ptr(residual),
-        driver.ptr(contiguous_aligned(norm_weight)),
-        driver.f32(eps),
-    )
-    return x, summed, norm_args
 
 
 def _norm_served(
@@ -201,32 +192,6 @@ def _norm_served(
         and norm_weight.shape == (k,)
         and norm_weight.device == x.device
         and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
-    )
-
-
-def _rope_served(
-    x: torch.Tensor, qkv_weight: torch.Tensor, num_heads: int, num_kv_heads: int, positions: torch.Tensor,
-    cos_sin: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_mapping: torch.Tensor,
-) -> bool:
-    """Whether the rope epilogue can write this layer's q and cache entries."""
-    rows = x.numel() // x.shape[-1] if x.dim() else 0
-    head_dim = k_cache.shape[-1] if k_cache.dim() == 4 else 0
-    return (
-        head_dim > 0
-        and head_dim % 2 == 0
-        and qkv_weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim
-        and k_cache.dtype == v_cache.dtype == x.dtype
-        and v_cache.shape == k_cache.shape
-        and k_cache.shape[2] == num_kv_heads
-        and k_cache.is_contiguous()
-        and v_cache.is_contiguous()
-        and k_cache.device == v_cache.device == positions.device == slot_mapping.device == x.device
-        and positions.numel() == slot_mapping.numel() == rows
-        and cos_sin.dim() == 2
-        and cos_sin.shape[1] == head_dim
-        and cos_sin.dtype == torch.float32
-        and cos_sin.is_contiguous()
-        and cos_sin.device == x.device
     )
 
 
@@ -248,14 +213,17 @@ def rms_norm_rope_store_kv(
     """reference.rms_norm_rope_store_kv in one launch at 1-2 rows (the qkv GEMV's warps pair
     rows i and i + D/2 of a head and rotate them); else rms_norm_linear, then rope_store_kv."""
     # x, residual: [T, K]; qkv_weight: [(Hq + 2 Hkv) * D, K] -> (q [T, Hq, D], x + residual [T, K])
+    if isinstance(qkv_weight, Int4Weight):
+        return int4_gemm.rms_norm_rope_store_kv(x, residual, norm_weight, eps, qkv_weight, bias, num_heads,
+                                                num_kv_heads, positions, cos_sin, k_cache, v_cache, slot_mapping)
     if not (
         _norm_served(x, residual, norm_weight, qkv_weight, bias)
-        and _rope_served(x, qkv_weight, num_heads, num_kv_heads, positions, cos_sin, k_cache, v_cache, slot_mapping)
+        and rope_served(x, qkv_weight, num_heads, num_kv_heads, positions, cos_sin, k_cache, v_cache, slot_mapping)
     ):
         qkv, summed = rms_norm_linear(x, residual, norm_weight, eps, qkv_weight, bias)
         q, k, v = reference.qkv_heads(qkv, num_heads, num_kv_heads, k_cache.shape[-1])
         return rope.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping), summed
-    x, summed, norm_args = _norm_staging(x, residual, norm_weight, eps)
+    x, summed, norm_args = norm_staging(x, residual, norm_weight, eps)
     head_dim = k_cache.shape[-1]
     q = torch.empty((x.shape[0], num_heads, head_dim), dtype=x.dtype, device=x.device)
     epilogue_args = (

@@ -8,6 +8,7 @@ run is closed.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Iterable
+from pathlib import PurePath
 
 from lmdeploy_sdk.messages import Response
 from lmdeploy_sdk.server.assemble import (
@@ -171,3 +172,10 @@ async def completion_chunks(
                                           finish_reason=resp.finish_reason)])
     if req.stream_options is not None and req.stream_options.include_usage:
         yield chunk([], usage(plan, accs))
+
+
+def serves_model(served: str, model: str) -> bool:
+    """Whether a request's `model` names the served one: --model-name, or the model path as
+    typed (e.g. ./work_dir), or that path's last component (work_dir), as LMDeploy accepts."""
+    short = PurePath(served).name
+    return model == served or bool(short) and model == short

@@ -29,6 +29,7 @@ from lmdeploy_sdk.server.openai_bodies import (
     completion_chunks,
     completion_response,
     echo_texts,
+    serves_model,
 )
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest
 from lmdeploy_sdk.server.schemas.completions import CompletionRequest, ModelCard
@@ -64,7 +65,7 @@ class InProcessAPI:
 
     def _check_model(self, model: str, path: str) -> None:
         served = self.engine.model_name
-        if model != served:
+        if not serves_model(served, model):
             raise status_error(404, f"model {model!r} does not exist; this server serves {served!r}",
                                path, param="model", code="model_not_found")
 

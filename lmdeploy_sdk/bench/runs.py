@@ -11,6 +11,7 @@ from lmdeploy_sdk.bench.workload import BenchRequest
 from lmdeploy_sdk.engine import graph_sizes
 from lmdeploy_sdk.engine.factory import LoadedModel
 from lmdeploy_sdk.messages import GenerationConfig
+from lmdeploy_sdk.quant.linear import Int4Linear, int4_modules
 from lmdeploy_sdk.sync_pipeline import Pipeline
 
 
@@ -27,11 +28,24 @@ def copy_bandwidth(device: torch.device, nbytes: int = 2 * 2**30, iters: int = 1
     return 2 * src.numel() * iters / (time.perf_counter() - t)
 
 
+def model_weight_bytes(model: torch.nn.Module) -> int:
+    """Device bytes of every weight: parameters, and 4-bit layers' packed values and scales."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return params + sum(m.weight.nbytes for m in int4_modules(model))
+
+
+def linear_weight_count(model: torch.nn.Module) -> int:
+    """Weights (N x K elements) of the decoder layers' projections, 16-bit or 4-bit: 2 FLOPs
+    each per row."""
+    return sum(m.weight.shape[0] * m.weight.shape[1] for m in model.model.layers.modules()
+               if isinstance(m, (torch.nn.Linear, Int4Linear)))
+
+
 def step_weight_bytes(loaded: LoadedModel) -> int:
     """Weight bytes one decode step must read: every weight but the embedding table, of
     which a step reads one row per token (unless it doubles as the LM head)."""
     model = loaded.engine.runner.model
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights = model_weight_bytes(model)
     if model.lm_head is not None:
         embed = model.model.embed_tokens.weight
         weights -= embed.numel() * embed.element_size()
@@ -75,10 +89,9 @@ def throughput_bound(
     """
     model = loaded.engine.runner.model
     weight_bytes = step_weight_bytes(loaded)
-    elem = next(model.parameters()).element_size()
     head = model.lm_head.weight if model.lm_head is not None else model.model.embed_tokens.weight
     head_params = head.numel()
-    layer_params = (weight_bytes // elem) - head_params  # (norms included: negligible)
+    layer_params = linear_weight_count(model)  # (norms left out: negligible)
     kv_token = kv_bytes_per_token(loaded)
     ins = [len(r.prompt_ids) for r in requests]
     outs = [r.output_len for r in requests]
@@ -205,6 +218,7 @@ def throughput(loaded: LoadedModel, requests: list[BenchRequest]) -> dict:
         "total_tok_s": (in_tokens + out_tokens) / elapsed,
         "preemptions": stats().preemptions_total - preempted_before,
         "kv_cache_blocks": stats().blocks_total,
+        "weight_GiB": model_weight_bytes(loaded.engine.runner.model) / 2**30,
     }
 
 
@@ -213,6 +227,8 @@ def hf_generate_throughput(model_dir, requests: list[BenchRequest], device, dtyp
     import transformers
 
     config = transformers.AutoConfig.from_pretrained(model_dir)
+    if getattr(config, "quantization_config", None) is not None:
+        del config.quantization_config  # a --w4 shape: transformers runs it in 16 bits
     with torch.device(device):
         model = transformers.AutoModelForCausalLM.from_config(config, dtype=dtype).eval()
     t0 = time.perf_counter()

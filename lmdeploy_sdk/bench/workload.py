@@ -57,12 +57,17 @@ def sharegpt_like(num: int, vocab_size: int, seed: int = 0) -> list[BenchRequest
     return out
 
 
-def write_shape(shape: str, tokenizer_dir: Path, out: Path) -> Path:
-    """A model directory with the named shape's config.json and a tokenizer (weights: random at load)."""
+def write_shape(shape: str, tokenizer_dir: Path, out: Path, int4_group: int | None = None) -> Path:
+    """A model directory with the named shape's config.json and a tokenizer (weights: random at
+    load); int4_group: declare 4-bit AWQ projections of that group size instead of bf16."""
     if shape not in SHAPES:
         raise ValueError(f"unknown shape {shape!r}; known: {sorted(SHAPES)}")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(SHAPES[shape], indent=2))
+    config = dict(SHAPES[shape])
+    if int4_group is not None:
+        config["quantization_config"] = {"quant_method": "awq", "bits": 4, "group_size": int4_group,
+                                         "zero_point": True, "version": "gemm"}
+    (out / "config.json").write_text(json.dumps(config, indent=2))
     for f in Path(tokenizer_dir).iterdir():
         if f.name.startswith("tokenizer") or f.name in ("special_tokens_map.json", "chat_template.jinja"):
             (out / f.name).write_bytes(f.read_bytes())

@@ -17,6 +17,11 @@ def register(sub) -> None:
     p.add_argument("model", nargs="?", default=None,
                    help="model directory or embedded name; with --shape, the tokenizer source")
     p.add_argument("--shape", default=None, help="random weights of a named shape, e.g. llama3-8b")
+    p.add_argument("--w4", action="store_true",
+                   help="(with --shape) random 4-bit AWQ weights instead of 16-bit (group --w-group-size)")
+    p.add_argument("--w-group-size", type=int, default=128, help="(with --w4) the 4-bit group size (default 128)")
+    p.add_argument("--model-format", default=None, choices=["hf", "awq", "gptq"],
+                   help="weights of MODEL: hf (float), awq or gptq (4-bit); default: detected")
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=512)
     p.add_argument("--num-prompts", type=int, default=1000)
@@ -59,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--step-times applies to `bench throughput`, not `bench {args.kind}`")
     if args.prefill and args.kind != "profile":
         raise SystemExit(f"--prefill applies to `bench profile`, not `bench {args.kind}`")
+    if args.w4 and not args.shape:
+        raise SystemExit("--w4 needs --shape (random 4-bit weights of a named shape); a 4-bit model "
+                         "directory is detected by itself")
     from lmdeploy_sdk.async_engine import AsyncEngine
     from lmdeploy_sdk.bench import runs
     from lmdeploy_sdk.bench.profile import profile_step
@@ -70,17 +78,20 @@ def run(args: argparse.Namespace) -> int:
 
     cache = args.cache_max_entry_count
     cfg = TurbomindEngineConfig(dtype=args.dtype, max_batch_size=args.max_batch_size, device=args.device,
+                                model_format=args.model_format,
                                 cache_max_entry_count=int(cache) if cache >= 1 else cache)
     with tempfile.TemporaryDirectory() as tmp:
         if args.shape:  # MODEL only lends its tokenizer (any directory holding one)
             src = Path(args.model) if args.model and Path(args.model).is_dir() else resolve_model_path(args.model)
-            model_dir = write_shape(args.shape, src, Path(tmp) / args.shape)
+            model_dir = write_shape(args.shape, src, Path(tmp) / args.shape,
+                                    int4_group=args.w_group_size if args.w4 else None)
         else:
-            model_dir = resolve_model_path(args.model)
+            model_dir = resolve_model_path(args.model, args.model_format)
         loaded = load(model_dir, cfg, random_weights=bool(args.shape))
         engine = AsyncEngine(loaded=loaded)
         vocab = loaded.engine.vocab_size
-        result = {"context": _context(args), "model": args.shape or str(model_dir)}
+        result = {"context": _context(args), "model": (args.shape + (f" w4 g{args.w_group_size}" if args.w4 else ""))
+              if args.shape else str(model_dir)}
         try:
             if args.kind == "profile":
                 r = profile_step(loaded.engine, args.batch, args.context, args.context if args.prefill else 1)

@@ -9,7 +9,8 @@ from lmdeploy_sdk.messages import TurbomindEngineConfig
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
     g.add_argument("--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"])
-    g.add_argument("--model-format", default=None, choices=["hf", "awq"])
+    g.add_argument("--model-format", default=None, choices=["hf", "awq", "gptq"],
+                   help="weights: hf (float), awq or gptq (4-bit); default: detected from config.json")
     g.add_argument("--tp", type=int, default=1)
     g.add_argument("--session-len", type=int, default=None)
     g.add_argument("--max-batch-size", type=int, default=None)

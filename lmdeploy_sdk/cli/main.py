@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "lmdeploy_sdk.cli.check_env",
     "lmdeploy_sdk.cli.chat",
     "lmdeploy_sdk.cli.convert",
+    "lmdeploy_sdk.cli.lite",
     "lmdeploy_sdk.cli.serve",
     "lmdeploy_sdk.cli.bench",
 )

@@ -39,8 +39,6 @@ class LoadedModel:
 
 
 def _check_supported(cfg: TurbomindEngineConfig) -> None:
-    if cfg.model_format == "awq":
-        raise NotImplementedError("model_format='awq' is not supported yet by this version of lmdeploy-sdk")
     if cfg.quant_policy != 0:
         raise NotImplementedError(f"quant_policy={cfg.quant_policy} (quantized KV cache) is not supported yet")
     if cfg.tp != 1:
@@ -60,12 +58,13 @@ def load(
     if not isinstance(cfg, TurbomindEngineConfig):
         raise TypeError(f"backend_config must be a TurbomindEngineConfig, got {type(cfg).__name__}")
     _check_supported(cfg)
-    model_dir = resolve_model_path(model_path)
+    model_dir = resolve_model_path(model_path, cfg.model_format)
     model_cfg = load_model_config(model_dir)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, model_cfg.torch_dtype, device)
     tokenizer = Tokenizer(model_dir, chat_template_config)
-    model = build_model(model_dir, dtype, device, cfg.rope_scaling_factor, random_weights=random_weights)
+    model = build_model(model_dir, dtype, device, cfg.rope_scaling_factor, model_format=cfg.model_format,
+                        random_weights=random_weights)
 
     bs = cfg.cache_block_seq_len
     session_len = cfg.session_len or model_cfg.max_position_embeddings
@@ -94,5 +93,6 @@ def load(
         session_len=session_len,
         vocab_size=model_cfg.vocab_size,
     )
-    name = model_name or (str(model_path) if model_path and not Path(model_path).exists() else model_dir.name)
+    # served as typed (API.md); the server also accepts its short name (server/routes/openai_api.py)
+    name = model_name or (str(model_path) if model_path is not None else model_dir.name)
     return LoadedModel(model_dir, name, tokenizer, engine, session_len, cfg)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from lmdeploy_sdk import ops
+from lmdeploy_sdk.quant.linear import Int4Linear
 
 FIXED_SIZES = (1, 2, 4, 8, 16, 24, 32, 48, 64, 96)
 SWEEP_FROM = 128
@@ -48,7 +49,7 @@ def cheapest_sizes(costs: dict[int, float]) -> list[int]:
 
 def projection_costs(model: nn.Module, sizes: list[int], device: torch.device) -> dict[int, float]:
     """Seconds the decoder layers' linear projections take at each row count."""
-    layers = [(m.weight, m.bias) for m in model.model.layers.modules() if isinstance(m, nn.Linear)]
+    layers = [(m.weight, m.bias) for m in model.model.layers.modules() if isinstance(m, (nn.Linear, Int4Linear))]
     return linear_costs(layers, sizes, device)
 
 

@@ -57,9 +57,11 @@ def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
     """
     if native_kernels_run(device, dtype):
         from lmdeploy_sdk import native
+        from lmdeploy_sdk.native import int4_gemm
         from lmdeploy_sdk.native.driver import device_index
 
         native.load_all_modules(device_index(device))
+        int4_gemm.prepare(device)  # its split-K counters: allocated before any graph capture
 
 
 class ModelRunner:

@@ -1,9 +1,10 @@
-"""Why a model directory could not be turned into a model."""
+"""Why a model directory could not be turned into a model (ConfigError lives in
+lmdeploy_sdk.errors, so that packages below the models, such as quant, can raise it)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from lmdeploy_sdk.errors import ModelLoadError
+from lmdeploy_sdk.errors import ConfigError, ModelLoadError
 
 
 class UnsupportedArchitectureError(ValueError):
@@ -17,10 +18,6 @@ class UnsupportedArchitectureError(ValueError):
             f"unsupported model architecture {architecture!r}{where}; "
             f"supported architectures: {', '.join(self.supported)}"
         )
-
-
-class ConfigError(ModelLoadError, ValueError):
-    """config.json is missing, unreadable, or describes a model we cannot run."""
 
 
 class CheckpointError(ModelLoadError):

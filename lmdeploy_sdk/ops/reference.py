@@ -9,6 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
+from lmdeploy_sdk.quant.int4 import Int4Weight
+
+# A linear op's weight: a [N, K] tensor, or 4-bit (quant.int4), which is dequantized here.
+Weight = torch.Tensor | Int4Weight
 
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -60,9 +64,12 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     return F.silu(gate) * up
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """nn.Linear: x @ weight.T + bias, accumulated in fp32 and rounded once (bias included)."""
+def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """nn.Linear: x @ weight.T + bias, accumulated in fp32 and rounded once (bias included).
+    A 4-bit weight is dequantized (Int4Weight.dequantize, in x's dtype) first."""
     # x: [..., K]; weight: [N, K]; bias: [N] or None -> [..., N]
+    if isinstance(weight, Int4Weight):
+        weight = weight.dequantize(x.dtype)
     return F.linear(x, weight, bias)
 
 

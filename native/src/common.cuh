@@ -122,6 +122,16 @@ __device__ __forceinline__ void pdl_enter() {
   pdl_wait();
 }
 
+// 16-byte load of read-only data that is used once: no L1 allocation. Not volatile, so
+// the compiler may schedule it freely (W is never written while the kernel runs).
+__device__ __forceinline__ uint4 load_stream(const uint4* p) {
+  uint4 r;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+      : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+      : "l"(p));
+  return r;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
 #pragma unroll
   for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);

@@ -21,6 +21,7 @@ from lmdeploy_sdk.server.openai_bodies import (
     completion_chunks,
     completion_response,
     echo_texts,
+    serves_model,
 )
 from lmdeploy_sdk.server.openapi_docs import COMMON, GENERATION, SSEOperation, responses
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
@@ -40,7 +41,7 @@ from lmdeploy_sdk.server.translate import chat_plan, completion_plan
 
 def check_model(ctx: ServerContext, model: str) -> None:
     served = ctx.engine.model_name
-    if model != served:
+    if not serves_model(served, model):
         raise APIError(404, f"model {model!r} does not exist; this server serves {served!r}",
                        param="model", code="model_not_found")
 

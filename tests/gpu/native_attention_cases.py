@@ -1,6 +1,7 @@
 """Random paged-attention batches for the GPU parity tests of lmdeploy_sdk.native."""
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 
@@ -89,3 +90,18 @@ def poison_allocator(device: str = "cuda", nbytes: int = 64 << 20) -> None:
     """Fill freed allocator memory with NaN so outputs the kernel forgets to write show up."""
     junk = torch.full((nbytes // 4,), float("nan"), dtype=torch.float32, device=device)
     del junk
+
+
+@contextlib.contextmanager
+def recorded_launches():
+    """Names of the kernels launched inside the block (they still run), so a wrapper that
+    silently fell back to torch fails its test."""
+    import pytest
+
+    from lmdeploy_sdk.native import driver
+
+    names: list[str] = []
+    real = driver.launch
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(driver, "launch", lambda *a, **kw: (names.append(a[2]), real(*a, **kw))[1])
+        yield names

@@ -48,3 +48,19 @@ def test_throughput_gives_the_gpu_back_before_the_baseline(tokenizer_dir, tmp_pa
     assert seen["allocated"] - before < 64 << 20, seen  # the KV cache alone was ~10% of free memory
     r = json.loads(out.read_text())["throughput"]
     assert r["projection_bound_output_tok_s"] > 0 and r["decode_graph_sizes"][-1] >= 3
+
+
+def test_w4_shape_runs_4bit_and_counts_its_bytes(tokenizer_dir, tmp_path):
+    """`bench ... --shape S --w4`: random 4-bit projections; the roofline and the weight
+    memory count the packed bytes (about a quarter of bf16's for the projections)."""
+    sizes = {}
+    for w4 in (False, True):
+        out = tmp_path / f"lat{w4}.json"
+        args = ["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--input-len", "16",
+                "--output-len", "16", "--cache-max-entry-count", "0.05", "--json", str(out)]
+        assert main(args + (["--w4", "--w-group-size", "64"] if w4 else [])) == 0
+        r = json.loads(out.read_text())
+        assert r["latency"]["decode_tok_s"] > 0 and r["latency"]["roofline_tok_s"] > 0
+        sizes[w4] = r["latency"]["roofline_tok_s"]
+        assert r["model"] == ("llama-tiny w4 g64" if w4 else "llama-tiny")
+    assert sizes[True] > sizes[False]  # fewer bytes a step: a higher roofline

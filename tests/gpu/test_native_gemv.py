@@ -6,15 +6,13 @@ Every call records its launches, so a wrapper that silently fell back to torch f
 """
 from __future__ import annotations
 
-import contextlib
-
 import pytest
 import torch
 import torch.nn.functional as F
 
 from lmdeploy_sdk import ops
 from lmdeploy_sdk.native import driver, gemv
-from native_attention_cases import poison_allocator
+from native_attention_cases import poison_allocator, recorded_launches as launches
 
 pytestmark = pytest.mark.gpu
 
@@ -47,16 +45,6 @@ def _weights(n, k, dtype, with_bias, seed=0):
     w = _randn(n, k, dtype=dtype, seed=seed, scale=k**-0.5)  # outputs of order 1
     b = _randn(n, dtype=dtype, seed=seed + 1) if with_bias else None
     return w, b
-
-
-@contextlib.contextmanager
-def launches():
-    """Names of the kernels launched inside the block (they still run)."""
-    names: list[str] = []
-    real = driver.launch
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(driver, "launch", lambda *a, **kw: (names.append(a[2]), real(*a, **kw))[1])
-        yield names
 
 
 def _assert_near_fp64(out, x, w, b, dtype):

@@ -3,23 +3,12 @@ alone and batched, with prefix caching, forced chunked prefill and forced preemp
 from __future__ import annotations
 
 import pytest
-from reference import hf_greedy
+from reference import TEXTS, hf_greedy
 from tiny_models import ARCHITECTURES, reference_model
 from transformers import AutoTokenizer
 
 from lmdeploy_sdk import GenerationConfig
 
-TEXTS = [
-    "Hello",
-    "The quick brown fox jumps over the lazy dog.",
-    "def fibonacci(n):\n    return n if n < 2 else fibonacci(n - 1) + fibonacci(n - 2)",
-    "北京是中国的首都，也是一座历史悠久的城市。",
-    "Once upon a time, in a land far away, there lived a king who had three daughters. "
-    "The youngest was the kindest of them all, and she loved to walk in the forest.",
-    "1 2 3 4 5 6 7 8 9 10",
-    "Emoji test 🚀🌍✨ and more text",
-    "A shared system prefix: you are a helpful assistant. Question: what is two plus two?",
-]
 NEW = 12
 GREEDY = GenerationConfig(max_new_tokens=NEW, ignore_eos=True)
 

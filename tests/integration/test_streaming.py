@@ -82,9 +82,12 @@ def test_infer_keeps_samples_in_seed_order(tiny_llama, make_pipeline):
     gen = GenerationConfig(max_new_tokens=12, do_sample=True, temperature=1.0, top_k=0, random_seed=7)
     both = pipe(["sample me", "and me"], gen_config=gen.replace(n=2))
     assert [r.index for r in both] == [0, 0, 1, 1]
-    for j in range(2):
-        alone = pipe(["sample me", "and me"], gen_config=gen.replace(random_seed=7 + j))
-        assert [both[j].token_ids, both[2 + j].token_ids] == [alone[0].token_ids, alone[1].token_ids]
+    # sample j of a prompt draws from seed 7 + j: the same four rows, each seeded by hand, give
+    # the same tokens (the same batch: a CPU matmul of 2 rows may round unlike one of 4)
+    seeded = pipe(["sample me", "sample me", "and me", "and me"],
+                  gen_config=[gen.replace(random_seed=7 + j) for j in (0, 1, 0, 1)])
+    assert [r.token_ids for r in both] == [r.token_ids for r in seeded]
+    assert both[0].token_ids != both[1].token_ids  # the two samples differ
 
 
 def test_token_id_prompts(tiny_llama, make_pipeline):

@@ -101,3 +101,44 @@ def test_bad_inputs_raise_naming_the_value(tiny_llama, tmp_path):
 def test_empty_destination_dir_is_accepted(tiny_llama, tmp_path):
     (tmp_path / "dst").mkdir()
     assert is_complete(convert(tiny_llama, tmp_path / "dst"), tiny_llama, "auto")
+
+
+@pytest.fixture(scope="module")
+def tiny_q4_gguf(tmp_path_factory):
+    from gguf_files import Q, tiny_gguf
+
+    return tiny_gguf(tmp_path_factory.mktemp("gguf") / "tiny-q4_0.gguf", "llama", Q.Q4_0)
+
+
+def test_keep_quantized_writes_q4_projections_4bit_and_the_rest_float(tiny_q4_gguf, tmp_path):
+    out = convert(tiny_q4_gguf, tmp_path / "int4", keep_quantized=True)
+    tensors = _tensors(out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["quantization_config"] == {"quant_method": "lmdeploy_int4", "bits": 4, "group_size": 32,
+                                             "modules_to_not_convert": []}
+    for layer in range(2):
+        for proj in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                     "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"):
+            name = f"model.layers.{layer}.{proj}"
+            assert f"{name}.weight" not in tensors
+            assert tensors[f"{name}.qweight"].dtype == torch.int32
+            assert tensors[f"{name}.scales"].dtype == tensors[f"{name}.mins"].dtype == torch.float16
+    assert tensors["model.embed_tokens.weight"].dtype == torch.float32
+    assert tensors["model.layers.0.input_layernorm.weight"].dtype == torch.float32
+    marker = json.loads((out / MARKER_NAME).read_text())
+    assert marker["keep_quantized"] is True
+    assert is_complete(out, tiny_q4_gguf, "auto", keep_quantized=True)
+    assert not is_complete(out, tiny_q4_gguf, "auto")  # the float and 4-bit conversions are distinct entries
+
+
+def test_float_conversion_of_a_gguf_is_not_a_4bit_entry(tiny_q4_gguf, tmp_path):
+    out = convert(tiny_q4_gguf, tmp_path / "float")
+    assert "quantization_config" not in json.loads((out / "config.json").read_text())
+    assert "model.layers.0.mlp.down_proj.weight" in _tensors(out)
+    assert is_complete(out, tiny_q4_gguf, "auto") and not is_complete(out, tiny_q4_gguf, "auto", keep_quantized=True)
+
+
+def test_keep_quantized_needs_a_gguf_source(tiny_llama, tmp_path):
+    with pytest.raises(ValueError, match=f"keep_quantized needs a .gguf source.*{tiny_llama}"):
+        convert(tiny_llama, tmp_path / "x", keep_quantized=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp dir

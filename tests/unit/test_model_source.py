@@ -135,3 +135,21 @@ def test_killed_conversion_and_half_written_dir_are_rebuilt(tmp_path, monkeypatc
     assert all((target / name).is_file() for name in marker["files"])
     assert json.loads((target / "config.json").read_text())["architectures"] == ["LlamaForCausalLM"]
     assert sorted(p.name for p in models.iterdir()) == [f".{DEFAULT_MODEL}.lock", DEFAULT_MODEL]
+
+
+def test_embedded_4bit_conversion_has_its_own_cache_entry(monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    assert embedded_model_dir(DEFAULT_MODEL, keep_quantized=True) == tmp_path / "models" / f"{DEFAULT_MODEL}-int4"
+    assert embedded_model_dir(DEFAULT_MODEL) == tmp_path / "models" / DEFAULT_MODEL
+
+
+@pytest.mark.parametrize("fmt", ["gptq", "int4"])
+def test_embedded_model_with_a_format_it_cannot_run_names_it(fmt, monkeypatch, tmp_path):
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path))
+    with pytest.raises(ValueError, match=f"model_format='{fmt}'.*'awq'"):
+        resolve_model_path(DEFAULT_MODEL, fmt)
+    assert not (tmp_path / "models").exists()  # refused before any conversion
+
+
+def test_a_directory_resolves_to_itself_whatever_the_model_format(tiny_llama):
+    assert resolve_model_path(tiny_llama, "awq") == tiny_llama.resolve()  # the loader checks the format

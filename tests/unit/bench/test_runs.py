@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from lmdeploy_sdk.bench import runs
 from lmdeploy_sdk.bench.workload import BenchRequest, write_shape
@@ -33,7 +34,7 @@ def test_serial_bound_by_hand(tiny_loaded):
     weights = runs.step_weight_bytes(tiny_loaded)
     kv = runs.kv_bytes_per_token(tiny_loaded)
     head = model.lm_head.weight.numel()
-    layers = weights // model.lm_head.weight.element_size() - head
+    layers = sum(m.weight.numel() for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear))
     reqs = [BenchRequest(prompt_ids=[1] * 3, output_len=2), BenchRequest(prompt_ids=[1] * 5, output_len=1)]
     bw, flops = 1e9, 1e6
     prefill = 2 * layers * 8 / flops

@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from lmdeploy_sdk import native
-from lmdeploy_sdk.native import activation, argmax, build, driver, gemv, kv_cache, norm, rope
+from lmdeploy_sdk.native import activation, argmax, build, driver, gemv, int4_gemm, kv_cache, norm, rope
 from lmdeploy_sdk.native import paged_attention as native_attention
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
+from lmdeploy_sdk.quant.int4 import Int4Weight, RowsInt4
 
 ENTRY = re.compile(r"\.visible \.entry (\w+)\((.*?)\)\s*\.maxntid (\d+), (\d+), (\d+)", re.S)
 PARAM = re.compile(r"\.param \.(\w+) \w+")
@@ -193,3 +194,55 @@ def test_wgmma_prefill_smem_fits_an_h100_cta(head_dim):
     threads = _entries(native_attention.WGMMA_PREFILL_MODULE, "sm90a")[f"paged_prefill_wgmma_bf16_d{head_dim}"][1]
     assert threads == native_attention.WGMMA_PREFILL_THREADS
     assert native_attention.wgmma_prefill_smem(head_dim, 2) <= H100_SMEM[0]
+
+
+def _int4(n: int, k: int, group: int, dtype: torch.dtype) -> Int4Weight:
+    rows = RowsInt4(torch.zeros(n, k // 8, dtype=torch.int32), torch.ones(n, k // group), torch.zeros(n, k // group))
+    return Int4Weight.from_rows(rows, dtype)
+
+
+@pytest.mark.parametrize("dtype, sfx", [(torch.float16, "f16"), (torch.bfloat16, "bf16")])
+def test_int4_launches(recorder, monkeypatch, dtype, sfx):
+    """Through gemv's entry points (the ops' native table), a 4-bit weight runs the int4
+    kernels: the smallest token-tile build up to 16 rows, dequantize + torch past that."""
+    monkeypatch.setattr(int4_gemm, "_counters", lambda index: torch.zeros(int4_gemm.COUNTER_SLOTS, dtype=torch.int32))
+
+    class Kernels:  # one resident CTA an SM
+        def max_active_blocks(self, module, kernel, threads, shared_mem):
+            assert shared_mem <= H100_SMEM[0]
+            return 1
+
+    monkeypatch.setattr(driver, "device_kernels", lambda index: Kernels())
+    k, hq, hkv, d = 4096, 4, 2, 128
+    qkv, gate_up = _int4((hq + 2 * hkv) * d, k, 128, dtype), _int4(2 * 1536, k, 32, dtype)
+    norm_w = torch.randn(k, dtype=dtype)
+    expected = []
+    for m in (1, 8, 9, 16, 17, 64):
+        x = torch.randn(m, k, dtype=dtype)
+        caches = [torch.zeros(4, 16, hkv, d, dtype=dtype) for _ in range(2)]
+        gemv.linear(x, qkv)
+        gemv.rms_norm_linear(x, x.clone(), norm_w, 1e-5, qkv)
+        gemv.rms_norm_gated_linear(x, None, norm_w, 1e-5, gate_up)
+        gemv.rms_norm_rope_store_kv(x, x.clone(), norm_w, 1e-5, qkv, None, hq, hkv, torch.arange(m) % 8,
+                                    torch.randn(8, d), *caches, torch.arange(m))
+        if m > int4_gemm.MAX_TOKENS:  # norm kernels, then dequantize (+ torch), activation / rope kernels
+            expected += [f"int4_dequant_{sfx}", f"rms_norm_{sfx}", f"int4_dequant_{sfx}", f"rms_norm_{sfx}",
+                         f"int4_dequant_{sfx}", f"silu_and_mul_{sfx}", f"rms_norm_{sfx}", f"int4_dequant_{sfx}",
+                         f"rope_store_kv_{sfx}"]
+            continue
+        mt = int4_gemm.token_tiles(m)
+        expected += [f"{kind}_{sfx}_m{mt}" for kind in ("int4_gemm", "rms_norm_int4_gemm", "rms_norm_gated_int4_gemm",
+                                                         "rms_norm_rope_int4_gemm")]
+    assert recorder.kernels == expected
+
+
+def test_int4_token_tiles_and_cta_shapes():
+    assert [int4_gemm.token_tiles(m) for m in (1, 8, 9, 16)] == [1, 1, 2, 2]
+    assert int4_gemm.MAX_TOKENS == 16
+    for mt in int4_gemm.TOKEN_TILES:
+        cta = int4_gemm.shape(mt)
+        # an item is every warp's LOADS vectors: (row tiles x K slice / 64) == warps x LOADS
+        assert cta.row_tiles * cta.k_slice // 64 == cta.warps * int4_gemm.LOADS
+        assert cta.threads == _entries(int4_gemm.MODULE)[f"int4_gemm_bf16_m{mt}"][1]
+        assert cta.shared_mem(mt) <= H100_SMEM[0]
+    assert int4_gemm.shape(1).k_slice == 4096  # Llama-3-8B's hidden size is one slice up to 16 tokens
