@@ -1,11 +1,31 @@
-"""Host-side arguments the fused decode linears share (gemv.py for 16-bit weights,
-int4_gemm.py for 4-bit ones): the rms_norm staging and the rope epilogue's checks."""
+"""Host-side pieces the fused decode linears share (gemv.py for 16-bit weights,
+int4_gemm.py for 4-bit ones): the rms_norm stage's checks, arguments and unfused
+fallback, and the rope epilogue's checks."""
 from __future__ import annotations
 
 import torch
 
-from lmdeploy_sdk.native import driver
+from lmdeploy_sdk.native import driver, norm
 from lmdeploy_sdk.native.layout import contiguous_aligned
+
+
+def norm_fits(x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, k: int) -> bool:
+    """Whether the norm weight and the residual fit x's K inputs for the rms_norm stage."""
+    return (
+        norm_weight.dtype == x.dtype
+        and norm_weight.shape == (k,)
+        and norm_weight.device == x.device
+        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
+    )
+
+
+def unfused_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, norm_weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rms_norm(x + residual), x + residual) on the norm kernels; without a residual, (rms_norm(x), x)."""
+    if residual is None:
+        return norm.rms_norm(x, norm_weight, eps), x
+    return norm.add_rms_norm(x, residual, norm_weight, eps)
 
 
 def norm_staging(

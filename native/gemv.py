@@ -19,8 +19,8 @@ import math
 
 import torch
 
-from lmdeploy_sdk.native import activation, driver, int4_gemm, norm, rope
-from lmdeploy_sdk.native.fused_args import norm_staging, rope_served
+from lmdeploy_sdk.native import activation, driver, int4_gemm, rope
+from lmdeploy_sdk.native.fused_args import norm_fits, norm_staging, rope_served, unfused_norm
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.quant.int4 import Int4Weight
@@ -170,10 +170,7 @@ def _norm_linear(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     if not _norm_served(x, residual, norm_weight, weight, bias):
         # the unfused kernels (each falling back where it must), torch's matmul
-        if residual is None:
-            normed, summed = norm.rms_norm(x, norm_weight, eps), x
-        else:
-            normed, summed = norm.add_rms_norm(x, residual, norm_weight, eps)
+        normed, summed = unfused_norm(x, residual, norm_weight, eps)
         out = reference.linear(normed, weight, bias)
         return (activation.silu_and_mul(out) if gated else out), summed
     x, summed, norm_args = norm_staging(x, residual, norm_weight, eps)
@@ -186,13 +183,7 @@ def _norm_served(
     bias: torch.Tensor | None,
 ) -> bool:
     k = x.shape[-1] if x.dim() else -1
-    return (
-        _served(x, weight, bias, k)
-        and norm_weight.dtype == x.dtype
-        and norm_weight.shape == (k,)
-        and norm_weight.device == x.device
-        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
-    )
+    return _served(x, weight, bias, k) and norm_fits(x, residual, norm_weight, k)
 
 
 def rms_norm_rope_store_kv(

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from lmdeploy_sdk.native import activation, driver, norm, rope
-from lmdeploy_sdk.native.fused_args import norm_staging, rope_served
+from lmdeploy_sdk.native import activation, driver, rope
+from lmdeploy_sdk.native.fused_args import norm_fits, norm_staging, rope_served, unfused_norm
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.quant.int4 import ROW_TILE, Int4Weight
@@ -171,20 +171,7 @@ def linear(x: torch.Tensor, weight: Int4Weight, bias: torch.Tensor | None = None
 
 
 def _norm_served(x, residual, norm_weight, weight: Int4Weight, bias) -> bool:
-    k = weight.in_features
-    return (
-        _served(x, weight, bias)
-        and norm_weight.dtype == x.dtype
-        and norm_weight.shape == (k,)
-        and norm_weight.device == x.device
-        and (residual is None or (residual.shape == x.shape and residual.dtype == x.dtype))
-    )
-
-
-def _unfused_norm(x, residual, norm_weight, eps):
-    if residual is None:
-        return norm.rms_norm(x, norm_weight, eps), x
-    return norm.add_rms_norm(x, residual, norm_weight, eps)
+    return _served(x, weight, bias) and norm_fits(x, residual, norm_weight, weight.in_features)
 
 
 def rms_norm_linear(
@@ -194,7 +181,7 @@ def rms_norm_linear(
     """reference.rms_norm_linear for a 4-bit weight, one launch up to MAX_TOKENS rows."""
     # x, residual: [..., K] -> ([..., N], [..., K])
     if not _norm_served(x, residual, norm_weight, weight, bias):
-        normed, summed = _unfused_norm(x, residual, norm_weight, eps)
+        normed, summed = unfused_norm(x, residual, norm_weight, eps)
         return linear(normed, weight, bias), summed
     x, summed, norm_args = norm_staging(x, residual, norm_weight, eps)
     n = weight.out_features

@@ -8,7 +8,7 @@ else fails here, before any weight is read, with the reason and what would work.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from lmdeploy_sdk.errors import ConfigError
@@ -49,8 +49,7 @@ def _awq(qc: dict[str, Any], where: str) -> QuantConfig:
     _require(version == "gemm", where, f"AWQ version {version!r} is not supported (only AutoAWQ's 'gemm' layout)")
     _require(qc.get("zero_point", True) is True, where,
              "AWQ without zero points (zero_point: false) is not supported; re-quantize with zero_point: true")
-    return QuantConfig("awq", int(qc.get("group_size", qc.get("q_group_size", 128))),
-                       modules_to_not_convert=tuple(qc.get("modules_to_not_convert") or ()))
+    return QuantConfig("awq", int(qc.get("group_size", qc.get("q_group_size", 128))))
 
 
 def _gptq(qc: dict[str, Any], where: str) -> QuantConfig:
@@ -58,8 +57,7 @@ def _gptq(qc: dict[str, Any], where: str) -> QuantConfig:
              "GPTQ with act-order (desc_act: true) is not supported; re-quantize with desc_act: false")
     fmt = str(qc.get("checkpoint_format", "gptq")).lower()
     _require(fmt in ("gptq", "gptq_v2"), where, f"GPTQ checkpoint_format {fmt!r} is not supported (gptq, gptq_v2)")
-    return QuantConfig("gptq", int(qc.get("group_size", 128)), zero_offset=0 if fmt == "gptq_v2" else 1,
-                       modules_to_not_convert=tuple(qc.get("modules_to_not_convert") or ()))
+    return QuantConfig("gptq", int(qc.get("group_size", 128)), zero_offset=0 if fmt == "gptq_v2" else 1)
 
 
 def quant_config(raw: dict[str, Any], model_format: str | None, where: str) -> QuantConfig | None:
@@ -89,8 +87,7 @@ def quant_config(raw: dict[str, Any], model_format: str | None, where: str) -> Q
     elif method == "gptq":
         cfg = _gptq(qc, where)
     else:
-        cfg = QuantConfig("lmdeploy_int4", int(qc.get("group_size", 32)),
-                          modules_to_not_convert=tuple(qc.get("modules_to_not_convert") or ()))
+        cfg = QuantConfig("lmdeploy_int4", int(qc.get("group_size", 32)))
     _require(cfg.group_size in SUPPORTED_GROUP_SIZES, where,
              f"group_size {cfg.group_size} is not supported; supported: {', '.join(map(str, SUPPORTED_GROUP_SIZES))}")
-    return cfg
+    return replace(cfg, modules_to_not_convert=tuple(qc.get("modules_to_not_convert") or ()))
