@@ -37,7 +37,6 @@ class Shape:
 
     warps: int
     row_tiles: int  # kRB
-    tiles_per_warp: int  # kTPW
     warps_per_tile: int  # kWPT
     k_slice: int  # kKS
 
@@ -46,19 +45,21 @@ class Shape:
         return 32 * self.warps
 
     def shared_mem(self, mt: int) -> int:
-        """Bytes of dynamic shared memory: x's slice (16-bit, rows padded by 8) and two buffers
-        of the warps' partial sums."""
-        x_bytes = 8 * mt * (self.k_slice + 8) * 2
-        return x_bytes + 2 * self.warps_per_tile * self.row_tiles * ROW_TILE * 8 * mt * 4
+        """Bytes of dynamic shared memory: x's slice (16-bit, rows padded by 8), its fp32 sums
+        per group of 32 or more, and two buffers of the warps' partial sums."""
+        tokens = 8 * mt
+        x_bytes = tokens * (self.k_slice + 8) * 2
+        x_sum_bytes = tokens * (self.k_slice // 32) * 4
+        return x_bytes + x_sum_bytes + 2 * self.warps_per_tile * self.row_tiles * ROW_TILE * tokens * 4
 
 
 @functools.cache
 def shape(mt: int) -> Shape:
     if mt not in TOKEN_TILES:
         raise ValueError(f"no int4 kernel build for {mt} token tiles; builds: {TOKEN_TILES}")
-    warps, rb, tpw = 16, 2, 1
-    wpt = warps * tpw // rb
-    return Shape(warps, rb, tpw, wpt, 64 * (LOADS // tpw) * wpt)
+    warps, rb = 16, 2
+    wpt = warps // rb
+    return Shape(warps, rb, wpt, 64 * LOADS * wpt)
 
 
 def token_tiles(rows: int) -> int:

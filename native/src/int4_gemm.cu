@@ -14,10 +14,13 @@
 //    while it reduces, stores and stages the next x slice. The first item's loads go out
 //    before the programmatic-dependent-launch wait, while the previous kernel finishes;
 //  - the CTA stages the item's K slice of x (as T, rows padded by 16 bytes against bank
-//    conflicts) in shared memory, and warps read mma's B fragments with ldmatrix; x is
-//    staged again only when the slice changes;
+//    conflicts) and its sums per span in shared memory, and warps read mma's B fragments
+//    with ldmatrix; x is staged again only when the slice changes;
 //  - nibbles become T exactly with the magic-number trick ((q & 0xF) | exponent bits is
-//    1024 + q in fp16, 128 + q in bf16) and one fma with the row's (s, m) per pair;
+//    1024 + q in fp16, 128 + q in bf16: one LOP3, plus a shift for some registers), and the
+//    MMAs multiply these raw values; a span of min(G, 64) inputs later the fp32 sums take
+//    the group's scale and additive term at once, sum * s' + m' * (the span's sum of x),
+//    so no instruction is spent per weight on (s, m);
 //  - a CTA adds the slices of its run that share a row block in registers; a row block
 //    split between CTAs is summed by the one that finishes it last (a per-row-block
 //    counter in global memory, reset by that CTA), over the runs in order, so the result
@@ -38,8 +41,8 @@ namespace lmd {
 constexpr int kI4Loads = 8;  // 16-byte W vectors per lane and item, all in flight at once
 
 // The CTA's shape by token tiles MT (M <= 8 MT, MT = 1 or 2): kWarps warps, kRB row tiles,
-// kTPW row tiles a warp, kWPT warps a row tile (splitting its chunks), kCPW chunks per
-// (warp, tile) and item, K slice kKS (4096: Llama-3-8B's hidden size is one slice, so x is
+// one row tile a warp, kWPT warps a row tile (splitting its chunks), kCPW chunks per warp
+// and item, K slice kKS (4096: Llama-3-8B's hidden size is one slice, so x is
 // staged once per launch). More tokens take dequantize + cuBLAS (native/int4_gemm.py): a
 // build for 32 and 64 tokens with smaller slices lost to it (docs/performance.md).
 template <int MT>
@@ -47,18 +50,17 @@ struct I4Shape {
   static_assert(MT == 1 || MT == 2, "builds for up to 16 tokens");
   static constexpr int kWarps = 16;
   static constexpr int kRB = 2;
-  static constexpr int kTPW = 1;
-  static constexpr int kWPT = kWarps * kTPW / kRB;
-  static constexpr int kCPW = kI4Loads / kTPW;
+  static constexpr int kWPT = kWarps / kRB;
+  static constexpr int kCPW = kI4Loads;
   static constexpr int kKS = 64 * kCPW * kWPT;
   static constexpr int kThreads = kWarps * 32;
   static constexpr int kXStride = kKS + 8;  // elements; +16 bytes: ldmatrix rows on distinct banks
   static constexpr int kRows = kRB * 16;
   static constexpr int kTokens = MT * 8;
-  static constexpr int kChains = 2;  // independent MMA accumulator chains
   static constexpr int kXBytes = kTokens * kXStride * 2;
+  static constexpr int kXSumBytes = kTokens * (kKS / 32) * 4;  // sums of x per (span, token)
   static constexpr int kRedBytes = 2 * kWPT * kRows * kTokens * 4;  // two buffers
-  static_assert(kRB * kWPT == kWarps * kTPW, "every warp has tiles");
+  static_assert(kRB * kWPT == kWarps, "every warp has a tile");
 };
 
 // T's magic exponent pair: the bits of (1024, 1024) in fp16 and (128, 128) in bf16, whose
@@ -122,6 +124,47 @@ __device__ __forceinline__ void dequant_word(uint32_t (&a)[4], uint32_t q, uint3
   }
 }
 
+// One word -> mma A fragment a[4] holding magic + q (exact in T), the group's scale and
+// additive term applied later to the fp32 sums (fold_group): two instructions a register
+// fewer than dequant_word. fp16 reads the odd registers (row g + 8) as 1024 + 16 q, nibbles
+// at bits 4-7 (fp16's mantissa has room; bf16's does not), so one shift serves four registers.
+template <typename T>
+__device__ __forceinline__ void raw_word(uint32_t (&a)[4], uint32_t q);
+template <>
+__device__ __forceinline__ void raw_word<__half>(uint32_t (&a)[4], uint32_t q) {
+  const uint32_t hi = q >> 8;
+  a[0] = and_or<0x000F000Fu>(q, Magic<__half>::kBits);
+  a[1] = and_or<0x00F000F0u>(q, Magic<__half>::kBits);
+  a[2] = and_or<0x000F000Fu>(hi, Magic<__half>::kBits);
+  a[3] = and_or<0x00F000F0u>(hi, Magic<__half>::kBits);
+}
+template <>
+__device__ __forceinline__ void raw_word<__nv_bfloat16>(uint32_t (&a)[4], uint32_t q) {
+#pragma unroll
+  for (int j = 0; j < 4; ++j) a[j] = and_or<0x000F000Fu>(q >> (4 * j), Magic<__nv_bfloat16>::kBits);
+}
+
+// raw_word's values are v = magic + q (row g) and magic + 16 q (fp16 row g + 8), so
+// q * s + m = v * s' + m' with s' = s (or s / 16) and m' = m - magic * s'.
+template <typename T>
+struct RawForm;
+template <>
+struct RawForm<__half> {
+  static constexpr float kMagic = 1024.f, kHiScale = 1.f / 16.f;
+};
+template <>
+struct RawForm<__nv_bfloat16> {
+  static constexpr float kMagic = 128.f, kHiScale = 1.f;
+};
+
+// (s', m') of one row from its (s, m) pair; `hi`: row g + 8.
+template <typename T>
+__device__ __forceinline__ float2 fold_pair(uint32_t sm, bool hi) {
+  const float2 f = to_float2(as_pair<T>(sm));
+  const float s = hi ? f.x * RawForm<T>::kHiScale : f.x;
+  return make_float2(s, fmaf(-RawForm<T>::kMagic, s, f.y));
+}
+
 enum class I4Stage { kCopy, kRmsNorm };
 enum class I4Epilogue { kStore, kSiluMul, kRope };
 
@@ -148,13 +191,6 @@ __device__ __forceinline__ int tile_of(int rb, int lt, int units, int half_tiles
   }
 }
 
-// The local tile of a warp's tp-th tile (kTPW == 2: warps w and w + kRB/2 are pair partners).
-template <int MT>
-__device__ __forceinline__ int local_tile(int warp, int tp) {
-  using S = I4Shape<MT>;
-  return S::kTPW == 1 ? warp / S::kWPT : warp + tp * (S::kRB / 2);
-}
-
 // The contiguous run of items [first, last) of CTA c when `items` are split over `ctas`.
 __device__ __forceinline__ int run_start(int c, int items, int ctas) {
   const int q = items / ctas, r = items % ctas;
@@ -169,117 +205,189 @@ __device__ __forceinline__ bool starts_run(int i, int items, int ctas) {
   return run_start(c, items, ctas) == i;
 }
 
-// One lane's W vectors and (s, m) pairs of an item (zeros past the weight's end).
-template <typename T, int MT, I4Epilogue kEpi>
-__device__ __forceinline__ void load_item(uint4 (&wv)[I4Shape<MT>::kTPW][I4Shape<MT>::kCPW],
-                                          uint32_t (&sm)[I4Shape<MT>::kTPW][I4Shape<MT>::kCPW][2][2],
+// The first chunk of the K slice `slice` that warp `warp` reads; its u-th is u * kWPT on.
+template <int MT>
+__device__ __forceinline__ int first_chunk(int slice, int warp) {
+  using S = I4Shape<MT>;
+  return slice * (S::kKS / 64) + warp % S::kWPT;
+}
+
+// The number of the warp's chunks (u = 0, 1, ...) inside K for an item of slice `slice`.
+template <int MT>
+__device__ __forceinline__ int valid_chunks(int slice, int warp, int chunks) {
+  using S = I4Shape<MT>;
+  return min(S::kCPW, max(0, (chunks - first_chunk<MT>(slice, warp) + S::kWPT - 1) / S::kWPT));
+}
+
+// One lane's W vectors and (s, m) pairs of an item: chunk u < valid of the warp's share is
+// chunk c0 + u kWPT of row tile `tile`, with the pairs of rows g and g + 8 of its group
+// (sm[u][0]) and, at G = 32, of its second half's group (sm[u][1]). A tile past the
+// weight's end (-1) reads tile 0 instead: the epilogue skips its rows.
+template <int MT, bool kG32>
+__device__ __forceinline__ void load_item(uint4 (&wv)[I4Shape<MT>::kCPW], uint32_t (&sm)[I4Shape<MT>::kCPW][2][2],
                                           const uint4* __restrict__ qweight,
-                                          const uint32_t* __restrict__ scale_min, int rb, int slice,
-                                          int chunks, int n_pad, int group_shift, int units,
-                                          int half_tiles) {
+                                          const uint32_t* __restrict__ scale_min, int tile, int c0, int valid,
+                                          int chunks, int n_pad, int group_shift) {
   using S = I4Shape<MT>;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int c0 = slice * (S::kKS / 64) + warp % S::kWPT;  // this warp's first chunk
-#pragma unroll
-  for (int tp = 0; tp < S::kTPW; ++tp) {
-    const int tile = tile_of<kEpi, S::kRB>(rb, local_tile<MT>(warp, tp), units, half_tiles);
-    // 32-bit offsets: the layout's sizes are far below 2^31 vectors and pairs
-    const uint4* wrow = qweight + (tile * chunks + c0) * 32 + lane;
-    const uint32_t* srow = scale_min + tile * 16 + lane / 4;
-#pragma unroll
-    for (int u = 0; u < S::kCPW; ++u) {
-      const int c = c0 + u * S::kWPT;
-      const bool ok = tile >= 0 && c < chunks;
-      wv[tp][u] = ok ? load_stream(wrow + u * S::kWPT * 32) : make_uint4(0, 0, 0, 0);
-      // (s, m) of rows g and g + 8 for each 32-input half of the chunk (the same group twice
-      // when G >= 64: the second load hits L1; one build serves every group size)
-#pragma unroll
-      for (int gi = 0; gi < 2; ++gi) {
-        const uint32_t* at = srow + ((c * 64 + gi * 32) >> group_shift) * n_pad;
-        sm[tp][u][gi][0] = ok ? __ldg(at) : 0u;
-        sm[tp][u][gi][1] = ok ? __ldg(at + 8) : 0u;
-      }
-    }
-  }
-}
-
-// Stage x's slice [k0, k0 + KS) of M tokens into xs (rows kXStride apart), zeros past K.
-// kRmsNorm: xs = round(round(x + residual) * norm_w), sumsq[m] += the slice's sum of squares
-// of round(x + residual) (= for a run's first slice); `write_sum` also stores x + residual
-// to sum_out. Warp w stages
-// tokens w, w + kWarps, ... (each token's sum in one warp: a fixed order).
-template <typename T, int MT, I4Stage kStage>
-__device__ __forceinline__ void stage_x_slice(T* xs, float* sumsq, const T* __restrict__ x,
-                                              int64_t x_stride, int m_rows, int k, int k0,
-                                              bool write_sum, bool new_run, const I4NormArgs<T>& norm) {
-  using S = I4Shape<MT>;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  for (int m = warp; m < m_rows; m += S::kWarps) {
-    float ss = 0.f;
-    for (int v = lane; v < S::kKS / 8; v += 32) {
-      const int kk = k0 + 8 * v;
-      uint4 raw = make_uint4(0, 0, 0, 0);
-      if (kk < k) {
-        raw = *reinterpret_cast<const uint4*>(x + m * x_stride + kk);
-        if constexpr (kStage == I4Stage::kRmsNorm) {
-          float f[8];
-          unpack8<T>(raw, f);
-          if (norm.residual != nullptr) {
-            float r[8];
-            unpack8<T>(*reinterpret_cast<const uint4*>(norm.residual + static_cast<int64_t>(m) * k + kk), r);
-#pragma unroll
-            for (int i = 0; i < 8; ++i) f[i] = round_to<T>(f[i] + r[i]);
-            if (write_sum) *reinterpret_cast<uint4*>(norm.sum_out + static_cast<int64_t>(m) * k + kk) = pack8<T>(f);
-          }
-          float w[8];
-          unpack8<T>(*reinterpret_cast<const uint4*>(norm.weight + kk), w);
-#pragma unroll
-          for (int i = 0; i < 8; ++i) {
-            ss += f[i] * f[i];
-            f[i] *= w[i];
-          }
-          raw = pack8<T>(f);
-        }
-      }
-      *reinterpret_cast<uint4*>(xs + m * S::kXStride + 8 * v) = raw;
-    }
-    if constexpr (kStage == I4Stage::kRmsNorm) {
-      ss = warp_sum(ss);
-      if (lane == 0) sumsq[m] = new_run ? ss : sumsq[m] + ss;
-    }
-  }
-}
-
-// acc[chain][tp][mt] += W(item) x^T over the staged slice.
-template <typename T, int MT>
-__device__ __forceinline__ void mma_item(
-    float (&acc)[I4Shape<MT>::kChains][I4Shape<MT>::kTPW][MT][4],
-    const uint4 (&wv)[I4Shape<MT>::kTPW][I4Shape<MT>::kCPW],
-    const uint32_t (&sm)[I4Shape<MT>::kTPW][I4Shape<MT>::kCPW][2][2], const T* xs, int slice,
-    int chunks) {
-  using S = I4Shape<MT>;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int lane = threadIdx.x % 32;
+  tile = max(tile, 0);
+  // 32-bit offsets: the layout's sizes are far below 2^31 vectors and pairs
+  const uint4* w = qweight + (tile * chunks + c0) * 32 + lane;
+  const uint32_t* sp = scale_min + ((c0 * 64) >> group_shift) * n_pad + tile * 16 + lane / 4;
+  const int s_step = ((S::kWPT * 64) >> group_shift) * n_pad;  // chunk u's group is u (kWPT 64 / G) on
 #pragma unroll
   for (int u = 0; u < S::kCPW; ++u) {
-    const int c_local = warp % S::kWPT + u * S::kWPT;  // chunk within the slice
-    if (slice * (S::kKS / 64) + c_local >= chunks) break;  // warp-uniform
+    if (u >= valid) break;  // warp-uniform
+    wv[u] = load_stream(w + u * S::kWPT * 32);
+    const uint32_t* at = sp + u * s_step;
+    sm[u][0][0] = __ldg(at);
+    sm[u][0][1] = __ldg(at + 8);
+    if constexpr (kG32) {
+      sm[u][1][0] = __ldg(at + n_pad);
+      sm[u][1][1] = __ldg(at + n_pad + 8);
+    }
+  }
+}
+
+// Stage x's slice [k0, k0 + KS) of M tokens into xs (rows kXStride apart), zeros past K,
+// and the sums of the staged values over each span of min(G, 64) inputs (what mma_item
+// folds at once) into xsum [KS/span][kTokens] (fp32). Thread t stages inputs 8t..8t+7 of
+// every token (KS = 8 x threads), so a token's loads are spread over the whole CTA.
+// kRmsNorm: xs = round(round(x + residual) * norm_w), and ssq_part [kTokens][kWarps] gets
+// each warp's sum of squares of round(x + residual) (add_sumsq adds them up after the
+// barrier); `write_sum` also stores x + residual to sum_out.
+template <typename T, int MT, I4Stage kStage>
+__device__ __forceinline__ void stage_x_slice(T* xs, float* xsum, float* ssq_part, const T* __restrict__ x,
+                                              int64_t x_stride, int m_rows, int k, int k0, int group_shift,
+                                              bool write_sum, const I4NormArgs<T>& norm) {
+  using S = I4Shape<MT>;
+  static_assert(S::kKS == 8 * S::kThreads, "one 16-byte vector a thread and token");
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, v = threadIdx.x, kk = k0 + 8 * v;
+  const int span_shift = min(group_shift, 6);
+  const int span_lanes = (1 << span_shift) / 8;  // lanes whose 8 values make up a span
+#pragma unroll 4
+  for (int m = 0; m < m_rows; ++m) {
+    uint4 raw = make_uint4(0, 0, 0, 0);
+    float ss = 0.f;
+    if (kk < k) {
+      raw = *reinterpret_cast<const uint4*>(x + m * x_stride + kk);
+      if constexpr (kStage == I4Stage::kRmsNorm) {
+        float f[8];
+        unpack8<T>(raw, f);
+        if (norm.residual != nullptr) {
+          float r[8];
+          unpack8<T>(*reinterpret_cast<const uint4*>(norm.residual + static_cast<int64_t>(m) * k + kk), r);
+#pragma unroll
+          for (int i = 0; i < 8; ++i) f[i] = round_to<T>(f[i] + r[i]);
+          if (write_sum) *reinterpret_cast<uint4*>(norm.sum_out + static_cast<int64_t>(m) * k + kk) = pack8<T>(f);
+        }
+        float w[8];
+        unpack8<T>(*reinterpret_cast<const uint4*>(norm.weight + kk), w);
+#pragma unroll
+        for (int i = 0; i < 8; ++i) {
+          ss += f[i] * f[i];
+          f[i] *= w[i];
+        }
+        raw = pack8<T>(f);
+      }
+    }
+    *reinterpret_cast<uint4*>(xs + m * S::kXStride + 8 * v) = raw;
+    float staged[8];
+    unpack8<T>(raw, staged);
+    float gs = 0.f;
+#pragma unroll
+    for (int i = 0; i < 8; ++i) gs += staged[i];
+#pragma unroll
+    for (int off = 1; off < 8; off <<= 1)
+      if (off < span_lanes) gs += __shfl_xor_sync(0xffffffffu, gs, off);
+    if (lane % span_lanes == 0) xsum[((8 * v) >> span_shift) * S::kTokens + m] = gs;
+    if constexpr (kStage == I4Stage::kRmsNorm) {
+      ss = warp_sum(ss);
+      if (lane == 0) ssq_part[m * S::kWarps + warp] = ss;
+    }
+  }
+}
+
+// sumsq[m] (+)= the staged slice's sum of squares of token m, its warps' parts added in
+// order (a fixed order: the result does not depend on timing). After the staging barrier.
+template <int MT>
+__device__ __forceinline__ void add_sumsq(float* sumsq, const float* ssq_part, int m_rows, bool new_run) {
+  using S = I4Shape<MT>;
+  const int m = threadIdx.x;
+  if (m < m_rows) {
+    float ss = 0.f;
+#pragma unroll
+    for (int w = 0; w < S::kWarps; ++w) ss += ssq_part[m * S::kWarps + w];
+    sumsq[m] = new_run ? ss : sumsq[m] + ss;
+  }
+}
+
+// ld.shared.v2.f32 at a shared-space byte address.
+__device__ __forceinline__ float2 lds_f2(uint32_t addr) {
+  float2 v;
+  asm volatile("ld.shared.v2.f32 {%0, %1}, [%2];\n" : "=f"(v.x), "=f"(v.y) : "r"(addr));
+  return v;
+}
+
+// fin += s' * accg + m' * (the span's sums of x) for one span's MMA sums accg (rows g and
+// g + 8 with the pairs sm_g, sm_g8; the lane's tokens' sums at xsum_at, token tile mt at
+// + 32 mt bytes).
+template <typename T, int MT>
+__device__ __forceinline__ void fold_span(float (&fin)[MT][4], const float (&accg)[MT][4], uint32_t sm_g,
+                                          uint32_t sm_g8, uint32_t xsum_at) {
+  const float2 p0 = fold_pair<T>(sm_g, false), p8 = fold_pair<T>(sm_g8, true);
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+    const float2 xg = lds_f2(xsum_at + 32 * mt);
+    fin[mt][0] = fmaf(p0.x, accg[mt][0], fmaf(p0.y, xg.x, fin[mt][0]));
+    fin[mt][1] = fmaf(p0.x, accg[mt][1], fmaf(p0.y, xg.y, fin[mt][1]));
+    fin[mt][2] = fmaf(p8.x, accg[mt][2], fmaf(p8.y, xg.x, fin[mt][2]));
+    fin[mt][3] = fmaf(p8.x, accg[mt][3], fmaf(p8.y, xg.y, fin[mt][3]));
+  }
+}
+
+// fin[mt] += W(item) x^T over the staged slice, a span of min(G, 64) inputs at a time (a
+// chunk; each half of it at G = 32): the MMAs sum v * x with raw_word's v, then fold_span.
+// xs_at: this lane's ldmatrix address for the warp's first chunk (chunk u is u kWPT 128
+// bytes on, k16 step w 32 bytes); xsum_at: its tokens' sums of that chunk's first span;
+// chunks u < valid are inside K.
+template <typename T, int MT, bool kG32>
+__device__ __forceinline__ void mma_item(float (&fin)[MT][4], const uint4 (&wv)[I4Shape<MT>::kCPW],
+                                         const uint32_t (&sm)[I4Shape<MT>::kCPW][2][2], uint32_t xs_at,
+                                         uint32_t xsum_at, int valid) {
+  using S = I4Shape<MT>;
+  constexpr int kSpanBytes = S::kTokens * 4;  // one span's sums in xsum
+  constexpr int kChunkSums = (kG32 ? 2 : 1) * S::kWPT * kSpanBytes;  // xsum bytes from chunk u to u + 1
+#pragma unroll
+  for (int u = 0; u < S::kCPW; ++u) {
+    if (u >= valid) break;  // warp-uniform
+    float accg[MT][4];
+    uint32_t b4[4];
 #pragma unroll
     for (int w = 0; w < 4; ++w) {  // k16 step w of the chunk
-      uint32_t a[S::kTPW][4];
+      if (w == 0 || (kG32 && w == 2)) {
 #pragma unroll
-      for (int tp = 0; tp < S::kTPW; ++tp) {
-        const uint4 v = wv[tp][u];
-        const uint32_t word = w == 0 ? v.x : w == 1 ? v.y : w == 2 ? v.z : v.w;
-        dequant_word<T>(a[tp], word, sm[tp][u][w / 2][0], sm[tp][u][w / 2][1]);
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) accg[mt][e] = 0.f;
       }
+      const uint32_t word = w == 0 ? wv[u].x : w == 1 ? wv[u].y : w == 2 ? wv[u].z : wv[u].w;
+      uint32_t a[4];
+      raw_word<T>(a, word);
+      // B fragments (k16 x n8, tokens as columns) by ldmatrix.x4. MT 1: steps w and w + 1
+      // (matrices 0-1 and 2-3); MT 2: step w of token tiles 0 and 1.
+      const uint32_t at = xs_at + u * S::kWPT * 128;
+      if constexpr (MT == 1) {
+        if (w % 2 == 0) ldmatrix_x4(b4, at + 32 * w);
+        mma_16816(accg[0], a, b4[2 * (w % 2)], b4[2 * (w % 2) + 1], T());
+      } else {
+        ldmatrix_x4(b4, at + 32 * w);
 #pragma unroll
-      for (int mt = 0; mt < MT; ++mt) {
-        // B fragment (k16 x n8, tokens as columns): lanes 0-7 address k 0-7, lanes 8-15 k 8-15
-        uint32_t b[2];
-        ldmatrix_x2(b, xs + (mt * 8 + lane % 8) * S::kXStride + c_local * 64 + 16 * w + 8 * ((lane / 8) % 2));
-#pragma unroll
-        for (int tp = 0; tp < S::kTPW; ++tp) mma_16816(acc[w % S::kChains][tp][mt], a[tp], b[0], b[1], T());
+        for (int mt = 0; mt < MT; ++mt) mma_16816(accg[mt], a, b4[2 * mt], b4[2 * mt + 1], T());
       }
+      if (w == 3 || (kG32 && w == 1))
+        fold_span<T, MT>(fin, accg, sm[u][kG32 ? w / 2 : 0][0], sm[u][kG32 ? w / 2 : 0][1],
+                         xsum_at + u * kChunkSums + (kG32 && w == 3 ? kSpanBytes : 0));
     }
   }
 }
@@ -302,8 +410,10 @@ __device__ __forceinline__ void int4_gemm(T* __restrict__ out, const T* __restri
   constexpr int kRedFloats = S::kWPT * S::kRows * S::kTokens;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* xs = reinterpret_cast<T*>(smem_raw);                            // [kTokens][kXStride]
-  float* red_base = reinterpret_cast<float*>(smem_raw + S::kXBytes);  // [2][kWPT][kRows][kTokens]
+  float* xsum = reinterpret_cast<float*>(smem_raw + S::kXBytes);      // [KS/G][kTokens]
+  float* red_base = reinterpret_cast<float*>(smem_raw + S::kXBytes + S::kXSumBytes);  // [2][kWPT][kRows][kTokens]
   __shared__ float sumsq[S::kTokens];
+  __shared__ float ssq_part[S::kTokens * S::kWarps];
   __shared__ int is_last;
   __shared__ int tiles_smem[2][S::kRB];  // the W row tile of each local tile of the row block
 
@@ -314,70 +424,77 @@ __device__ __forceinline__ void int4_gemm(T* __restrict__ out, const T* __restri
   constexpr int kCols = S::kRows + 1;
 
   pdl_trigger();
-  uint4 wv[S::kTPW][S::kCPW];
-  uint32_t sm[S::kTPW][S::kCPW][2][2];
-  if (first < last)
-    load_item<T, MT, kEpi>(wv, sm, qweight, scale_min, first / slices, first % slices, chunks, n_pad,
-                           group_shift, units, half_tiles);
+  uint4 wv[S::kCPW];
+  uint32_t sm[S::kCPW][2][2];
+  const bool g32 = group_shift == 5;
+  if (first < last) {
+    const int tile = tile_of<kEpi, S::kRB>(first / slices, warp / S::kWPT, units, half_tiles);
+    const int c0 = first_chunk<MT>(first % slices, warp), valid = valid_chunks<MT>(first % slices, warp, chunks);
+    if (g32) {
+      load_item<MT, true>(wv, sm, qweight, scale_min, tile, c0, valid, chunks, n_pad, group_shift);
+    } else {
+      load_item<MT, false>(wv, sm, qweight, scale_min, tile, c0, valid, chunks, n_pad, group_shift);
+    }
+  }
   pdl_wait();
   if (first >= last) return;
 
-  float acc[S::kChains][S::kTPW][MT][4];
-  auto zero_acc = [&]() {
+  float fin[MT][4];
+  auto zero_fin = [&]() {
 #pragma unroll
-    for (int ch = 0; ch < S::kChains; ++ch)
+    for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-      for (int tp = 0; tp < S::kTPW; ++tp)
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[ch][tp][mt][e] = 0.f;
+      for (int e = 0; e < 4; ++e) fin[mt][e] = 0.f;
   };
-  zero_acc();
+  zero_fin();
   int run = first;  // first item of the current row block's run
-  stage_x_slice<T, MT, kStage>(xs, sumsq, x, x_stride, m_rows, k, (first % slices) * S::kKS,
-                               first / slices == 0, true, norm);
+  stage_x_slice<T, MT, kStage>(xs, xsum, ssq_part, x, x_stride, m_rows, k, (first % slices) * S::kKS,
+                               group_shift, first / slices == 0, norm);
   __syncthreads();
+  if constexpr (kStage == I4Stage::kRmsNorm) add_sumsq<MT>(sumsq, ssq_part, m_rows, true);
 
   // One CTA barrier per row block: the sums go to one of two buffers (by flush parity), so
   // a warp may start the next item while others still run this one's epilogue; the next
   // flush's barrier orders every read of a buffer before its reuse two flushes later.
+  // this lane's shared-memory addresses for the warp's first chunk of a slice (mma_item)
+  const int mi = lane / 8;  // the ldmatrix matrix this lane addresses
+  const int xs_row = MT == 1 ? lane % 8 : (mi / 2) * 8 + lane % 8;
+  const int xs_col = (warp % S::kWPT) * 64 + (MT == 1 ? 16 * (mi / 2) : 0) + 8 * (mi % 2);
+  const uint32_t xs_at = smem_addr(xs + xs_row * S::kXStride + xs_col);
+  const uint32_t xsum_at64 = smem_addr(xsum + (warp % S::kWPT) * S::kTokens + 2 * (lane % 4));
+  const uint32_t xsum_at32 = smem_addr(xsum + 2 * (warp % S::kWPT) * S::kTokens + 2 * (lane % 4));
   int parity = 0;
   int rb = first / slices, slice = first % slices;  // of `item`, kept in step below (no divisions)
   for (int item = first;; ++item) {
-    mma_item<T, MT>(acc, wv, sm, xs, slice, chunks);
     const int next = item + 1;
     const bool rb_ends = slice + 1 == slices;
     const int next_rb = rb_ends ? rb + 1 : rb, next_slice = rb_ends ? 0 : slice + 1;
     // the next item's loads fly while this one is reduced and stored
-    if (next < last)
-      load_item<T, MT, kEpi>(wv, sm, qweight, scale_min, next_rb, next_slice, chunks, n_pad, group_shift,
-                             units, half_tiles);
+    const int valid = valid_chunks<MT>(slice, warp, chunks);
+    const int next_tile = tile_of<kEpi, S::kRB>(next_rb, warp / S::kWPT, units, half_tiles);
+    const int next_c0 = first_chunk<MT>(next_slice, warp);
+    const int next_valid = next < last ? valid_chunks<MT>(next_slice, warp, chunks) : 0;
+    if (g32) {
+      mma_item<T, MT, true>(fin, wv, sm, xs_at, xsum_at32, valid);
+      load_item<MT, true>(wv, sm, qweight, scale_min, next_tile, next_c0, next_valid, chunks, n_pad, group_shift);
+    } else {
+      mma_item<T, MT, false>(fin, wv, sm, xs_at, xsum_at64, valid);
+      load_item<MT, false>(wv, sm, qweight, scale_min, next_tile, next_c0, next_valid, chunks, n_pad, group_shift);
+    }
     const bool flush = next == last || rb_ends;
     if (flush) {
       float* red = red_base + parity * kRedFloats;
       int* tiles = tiles_smem[parity];
       if (threadIdx.x < S::kRB) tiles[threadIdx.x] = tile_of<kEpi, S::kRB>(rb, threadIdx.x, units, half_tiles);
+      const int lt = warp / S::kWPT;
 #pragma unroll
-      for (int ch = 1; ch < S::kChains; ++ch)
+      for (int mt = 0; mt < MT; ++mt)
 #pragma unroll
-        for (int tp = 0; tp < S::kTPW; ++tp)
-#pragma unroll
-          for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) acc[0][tp][mt][e] += acc[ch][tp][mt][e];
-#pragma unroll
-      for (int tp = 0; tp < S::kTPW; ++tp) {
-        const int lt = local_tile<MT>(warp, tp);
-#pragma unroll
-        for (int mt = 0; mt < MT; ++mt)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) {
-            const int row = lt * 16 + lane / 4 + 8 * (e / 2), token = mt * 8 + 2 * (lane % 4) + (e & 1);
-            red[((warp % S::kWPT) * S::kRows + row) * S::kTokens + token] = acc[0][tp][mt][e];
-          }
-      }
-      zero_acc();
+        for (int e = 0; e < 4; ++e) {
+          const int row = lt * 16 + lane / 4 + 8 * (e / 2), token = mt * 8 + 2 * (lane % 4) + (e & 1);
+          red[((warp % S::kWPT) * S::kRows + row) * S::kTokens + token] = fin[mt][e];
+        }
+      zero_fin();
       __syncthreads();
       int slots = S::kWPT;  // partial sums of a (row, token) in red, added in slot order
       bool whole = run == rb * slices && item == rb * slices + slices - 1;
@@ -469,9 +586,10 @@ __device__ __forceinline__ void int4_gemm(T* __restrict__ out, const T* __restri
     if (next == last) break;
     if (next_slice != slice) {  // x's slice is all that staging depends on
       __syncthreads();  // every warp is done reading xs and sumsq
-      stage_x_slice<T, MT, kStage>(xs, sumsq, x, x_stride, m_rows, k, next_slice * S::kKS, next_rb == 0, flush,
-                                   norm);
+      stage_x_slice<T, MT, kStage>(xs, xsum, ssq_part, x, x_stride, m_rows, k, next_slice * S::kKS, group_shift,
+                                   next_rb == 0, norm);
       __syncthreads();
+      if constexpr (kStage == I4Stage::kRmsNorm) add_sumsq<MT>(sumsq, ssq_part, m_rows, flush);
     }
     rb = next_rb;
     slice = next_slice;
@@ -520,7 +638,7 @@ __device__ __forceinline__ void int4_dequant(T* __restrict__ out, const uint4* _
 
 // Requirements (checked by native/int4_gemm.py): K % 32 == 0, x 16-byte aligned rows
 // (x_stride % 8 == 0), M <= 8 MT, block I4Shape<MT>::kThreads; dynamic shared memory
-// kXBytes + kRedBytes (two sum buffers); any 1-D grid (persistent: the resident CTAs, at most the items).
+// kXBytes + kXSumBytes + kRedBytes (two sum buffers); any 1-D grid (persistent: the resident CTAs, at most the items).
 #define LMD_I4_ARGS(T)                                                                            \
   T *out, const T *x, int64_t x_stride, const uint4 *qweight, const uint32_t *scale_min,          \
       const T *bias, int m_rows, int n, int k, int n_pad, int chunks, int group_shift, int units, \
