@@ -54,8 +54,11 @@ class GenerationPlan:
         return len(self.configs)
 
 
-def message_dicts(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI messages as the chat template wants them ('developer' is a system turn)."""
+def message_dicts(messages: list[ChatMessage] | str) -> list[dict[str, Any]]:
+    """OpenAI messages as the chat template wants them ('developer' is a system turn; a
+    plain string, as LMDeploy's server takes it, is one user turn)."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
     out = []
     for m in messages:
         d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
@@ -108,6 +111,8 @@ def build_config(**fields: Any) -> GenerationConfig:
     """GenerationConfig(**fields), sampling unless temperature is ~0; a bad value becomes InvalidRequest."""
     temperature = fields.get("temperature", 1.0)
     stop = fields.pop("stop", None)
+    if isinstance(stop, bool):  # LMDeploy's legacy "stop": false / true: no stop strings
+        stop = None
     try:
         return GenerationConfig(
             do_sample=temperature >= MIN_SAMPLING_TEMPERATURE,

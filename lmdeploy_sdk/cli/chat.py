@@ -4,15 +4,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lmdeploy_sdk.cli.engine_args import add_engine_args, engine_config
+from lmdeploy_sdk.cli.engine_args import BACKENDS, add_engine_args, engine_config, note
 
-HELP = "Type a message. 'end' starts a new conversation, 'exit' quits."
+HELP = "Type a message. 'end' starts a new conversation, 'exit' quits; Ctrl-C stops an answer."
+STOP_HINT = "Ctrl-C again or 'exit' quits"
 
 
 def register(sub) -> None:
     p = sub.add_parser("chat", help="chat with a model in the terminal")
     p.add_argument("model", nargs="?", default=None, help="HF model directory or embedded model name "
                    "(default: the embedded smollm2-135m-instruct)")
+    p.add_argument("model_path", nargs="?", default=None, metavar="[MODEL]",
+                   help="LMDeploy's old form `chat turbomind DIR`: the model after the backend name")
     p.add_argument("--max-new-tokens", type=int, default=512)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-p", type=float, default=1.0)
@@ -30,11 +33,37 @@ def _read(prompt: str) -> str | None:
         return None
 
 
+def resolve_model(args: argparse.Namespace) -> str | None:
+    """The model to chat with; LMDeploy's old `chat turbomind DIR` names the backend first."""
+    if args.model in BACKENDS:
+        note("chat", f"'{args.model}' is LMDeploy's backend name; lmdeploy-sdk has one engine")
+        return args.model_path
+    if args.model_path is not None:
+        raise ValueError(f"unexpected second model argument {args.model_path!r} (only `chat turbomind MODEL` "
+                         "takes two)")
+    return args.model
+
+
+def _answer(stream) -> None:
+    """Print one streamed answer. Ctrl-C stops it (the request is aborted and the turn is not
+    kept) and returns to the prompt; Ctrl-C at the prompt quits."""
+    try:
+        for delta in stream:
+            sys.stdout.write(delta.text)
+            sys.stdout.flush()
+            if delta.finish_reason == "error":
+                print(f"\n[error] {delta.error_message}")
+        print()
+    except KeyboardInterrupt:
+        stream.close()
+        print(f"\n(stopped; {STOP_HINT})")
+
+
 def run(args: argparse.Namespace) -> int:
     from lmdeploy_sdk import ChatTemplateConfig, GenerationConfig, pipeline
 
     template = ChatTemplateConfig(meta_instruction=args.system) if args.system else None
-    pipe = pipeline(args.model, backend_config=engine_config(args), chat_template_config=template)
+    pipe = pipeline(resolve_model(args), backend_config=engine_config(args), chat_template_config=template)
     gen = GenerationConfig(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p,
         top_k=args.top_k, do_sample=args.do_sample,
@@ -53,12 +82,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             if not text.strip():
                 continue
-            for delta in pipe.chat(text, session=session, gen_config=gen, stream_response=True):
-                sys.stdout.write(delta.text)
-                sys.stdout.flush()
-                if delta.finish_reason == "error":
-                    print(f"\n[error] {delta.error_message}")
-            print()
+            _answer(pipe.chat(text, session=session, gen_config=gen, stream_response=True))
     except KeyboardInterrupt:
         print()
     finally:

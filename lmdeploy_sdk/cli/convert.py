@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lmdeploy_sdk.cli.engine_args import note
+
 DTYPE_CHOICES = ("auto", "float32", "float16", "bfloat16")
 
 
@@ -16,7 +18,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dequantized to float unless --keep-quantized is given.",
     )
     p.add_argument("src", metavar="SRC", help="a .gguf file, a HF model directory, or an embedded model name")
-    p.add_argument("--dst-path", required=True, help="the directory to create (must not exist or be empty)")
+    p.add_argument("model_path", nargs="?", default=None, metavar="[PATH]",
+                   help="LMDeploy's form `convert MODEL_NAME PATH`: then SRC is the model name (not needed "
+                   "here: the chat template comes with the model) and PATH the model")
+    p.add_argument("--dst-path", default="./workspace",
+                   help="the directory to create (must not exist or be empty; default ./workspace, as LMDeploy)")
     p.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                    help="dtype of the float weights (auto: float32 for GGUF, the checkpoint's own dtype for HF)")
     p.add_argument("--keep-quantized", action="store_true",
@@ -33,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
     from lmdeploy_sdk.errors import ModelLoadError
     from lmdeploy_sdk.model_source import EMBEDDED_MODELS
 
+    if args.model_path is not None:
+        note("convert", f"model name {args.src!r} is not needed (the chat template comes with the model); "
+                        f"converting {args.model_path}")
+        args.src = args.model_path
     src = Path(args.src).expanduser()
     embedded = EMBEDDED_MODELS.get(args.src.strip().lower())
     try:

@@ -2,8 +2,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from lmdeploy_sdk.messages import TurbomindEngineConfig
+
+# LMDeploy's engine choice (also the first word of its old `chat turbomind DIR` form): this
+# package has one engine, so the flag is accepted with a note.
+BACKENDS = ("turbomind", "pytorch")
+
+
+def note(command: str, message: str) -> None:
+    """A one-line note on stderr about an LMDeploy flag or form that has no meaning here."""
+    print(f"lmdeploy-sdk {command}: note: {message}", file=sys.stderr)
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -22,9 +32,19 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--rope-scaling-factor", type=float, default=0.0)
     g.add_argument("--max-prefill-token-num", type=int, default=8192)
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    g.add_argument("--backend", default=None, choices=BACKENDS,
+                   help="LMDeploy's engine choice; accepted and ignored (lmdeploy-sdk has one engine)")
+    g.add_argument("--instance-num", type=int, default=None,
+                   help="LMDeploy's old concurrency flag; accepted and ignored (see --max-batch-size)")
 
 
 def engine_config(args: argparse.Namespace) -> TurbomindEngineConfig:
+    command = getattr(args, "command", None) or "engine"
+    if args.backend is not None:
+        note(command, f"--backend {args.backend}: lmdeploy-sdk has one engine; the flag is ignored")
+    if args.instance_num is not None:
+        note(command, f"--instance-num {args.instance_num} is ignored; --max-batch-size sets how many "
+                      "sequences run at once")
     cache = args.cache_max_entry_count
     if cache >= 1:
         if cache != int(cache):

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from lmdeploy_sdk.errors import ModelLoadError
 from lmdeploy_sdk.version import __version__
 
 SUBCOMMAND_MODULES = (
@@ -41,6 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# What a user's input can raise (a bad option value, a model we cannot load, a feature not
+# built yet): one line and exit code 2, as argparse does for a bad flag. Anything else is a
+# bug and keeps its traceback.
+USER_ERRORS = (ValueError, NotImplementedError, ModelLoadError, FileNotFoundError)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
@@ -49,4 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        print(f"lmdeploy-sdk {args.command}: error: {e}", file=sys.stderr)
+        return 2

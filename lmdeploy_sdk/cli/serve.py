@@ -81,6 +81,12 @@ def _engine_factory(model: str, args: argparse.Namespace):
     return lambda: AsyncEngine(model, backend, model_name=args.model_name)
 
 
+def _start_engine(args: argparse.Namespace):
+    """The engine, built before the server listens: a bad model or option fails here, as one
+    line from the CLI (cli.main), before anything says it is serving."""
+    return _engine_factory(args.model, args)()
+
+
 def run_api_server(args: argparse.Namespace) -> int:
     from lmdeploy_sdk.server import ServerSettings, create_app, run_server
 
@@ -95,10 +101,14 @@ def run_api_server(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace,
         disable_metrics=args.disable_metrics,
     )
-    app = create_app(_engine_factory(args.model, args), settings)
-    logging.getLogger("lmdeploy_sdk.server").info("loading %s; serving on http://%s:%d", args.model,
-                                                  args.server_name, args.server_port)
-    run_server(app, args.server_name, args.server_port, args.log_level)
+    engine = _start_engine(args)
+    try:
+        app = create_app(engine, settings)
+        logging.getLogger("lmdeploy_sdk.server").info("%s loaded; serving on http://%s:%d", args.model or engine.model_name,
+                                                      args.server_name, args.server_port)
+        run_server(app, args.server_name, args.server_port, args.log_level)
+    finally:
+        engine.close()
     return 0
 
 

@@ -83,13 +83,15 @@ class ResponseFormat(msgspec.Struct, kw_only=True):
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     model: str
-    messages: Annotated[list[ChatMessage], Meta(min_length=1)]
+    # LMDeploy's server also takes one user message as a plain string
+    messages: Annotated[list[ChatMessage], Meta(min_length=1)] | str
     temperature: Annotated[float, Meta(ge=0.0, le=2.0)] = 0.7
     top_p: Annotated[float, Meta(ge=0.0, le=1.0)] = 1.0
     n: Annotated[int, Meta(ge=1, le=MAX_N)] = 1
     max_tokens: NonNegativeInt | None = None
     max_completion_tokens: NonNegativeInt | None = None
-    stop: str | list[str] | None = None
+    # LMDeploy's older bodies send "stop": false (no stop strings); true means the same there
+    stop: str | list[str] | bool | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     seed: Seed | None = None
@@ -109,6 +111,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     skip_special_tokens: bool = True
     min_new_tokens: NonNegativeInt | None = None
     session_id: int | None = None
+    renew_session: bool = False  # LMDeploy's legacy field, which it ignores too
 
 
 class TopLogprob(msgspec.Struct, kw_only=True):
