@@ -45,7 +45,7 @@ def test_invalid_utf8_inside_a_string(http, model_name):
 
 
 @pytest.mark.parametrize("changes, param", [
-    ({"messages": "hi"}, "messages"),
+    ({"messages": {"role": "user", "content": "hi"}}, "messages"),  # a plain string is LMDeploy's one user turn
     ({"messages": []}, "messages"),
     ({"messages": [{"role": "wizard", "content": "hi"}]}, None),
     ({"messages": [{"role": "user", "content": 5}]}, None),
