@@ -12,6 +12,7 @@ from langchain_core.outputs import ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable
 from langchain_core.tools import BaseTool
 from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict
 
 from lmdeploy_sdk.integrations.langchain.engine_params import EngineParams
 from lmdeploy_sdk.integrations.langchain.openai_results import (
@@ -36,6 +37,9 @@ class LMDeployChat(EngineParams, BaseChatModel):
     the turns before instead of prefilling them again; `end_session(7)` frees it.
     Requests on one session_id must not run at the same time.
     """
+
+    # LangChain's base ignores unknown fields; ours reject them (a typo must not pass silently)
+    model_config = ConfigDict(extra="forbid")
 
     stream_usage: bool = True
     """Ask for token usage when streaming (reported on the last chunk)."""

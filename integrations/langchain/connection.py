@@ -21,6 +21,7 @@ class Connection:
     model_name: str  # what requests name as `model`
     end_session: Callable[[int], None]
     close: Callable[[], None]
+    encode: Callable[[str], list[int]]  # the model's token ids of a text (no special tokens)
 
     @asynccontextmanager
     async def async_client(self) -> AsyncIterator[Any]:
@@ -56,7 +57,10 @@ def in_process(
         if owned:
             pipe.close()
 
-    return Connection(client, lambda: AsyncOpenAI(pipeline=pipe), pipe.model_name, client.end_session, close)
+    def encode(text: str) -> list[int]:
+        return pipe.tokenizer.encode(text, add_special_tokens=False)
+
+    return Connection(client, lambda: AsyncOpenAI(pipeline=pipe), pipe.model_name, client.end_session, close, encode)
 
 
 def api_base(url: str) -> str:
@@ -91,4 +95,8 @@ def remote(base_url: str, api_key: str | None, model: str | None, timeout: float
     def close() -> None:
         client.close()
 
-    return Connection(client, lambda: openai.AsyncOpenAI(**args), name, end_session, close)
+    def encode(text: str) -> list[int]:
+        with APIClient(base[: -len("/v1")], api_key) as api:
+            return api.encode(text, add_bos=False)[0]
+
+    return Connection(client, lambda: openai.AsyncOpenAI(**args), name, end_session, close, encode)

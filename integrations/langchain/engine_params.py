@@ -14,10 +14,14 @@ from lmdeploy_sdk.sync_pipeline import Pipeline
 
 # kwargs LangChain itself may hand to _generate/_stream that are not request fields
 _LANGCHAIN_ONLY = ("stream",)
+# LMDeploy's docs' spellings of our fields
+_LMDEPLOY_SPELLINGS = {"model_name": "model", "endpoint": "base_url", "api_url": "base_url"}
 
 
 class EngineParams(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, protected_namespaces=())
+    # extra="forbid": a misspelt field (`tempreature=`) is an error, not silently ignored
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True, protected_namespaces=(),
+                              extra="forbid")
 
     model: str | None = None
     """In-process: a local HF directory or an embedded model name (None: the default one).
@@ -48,6 +52,22 @@ class EngineParams(BaseModel):
 
     _connection: Connection | None = PrivateAttr(default=None)
     _connect_lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lmdeploy_spellings(cls, data: Any) -> Any:
+        """LMDeploy's `model_name`, `endpoint` and `api_url` mean our `model` and `base_url`."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for spelling, field in _LMDEPLOY_SPELLINGS.items():
+            if spelling in data:
+                value = data.pop(spelling)
+                if data.get(field) is not None and data[field] != value:
+                    raise ValueError(f"{spelling}={value!r} and {field}={data[field]!r} disagree "
+                                     f"({spelling} is another name for {field})")
+                data[field] = value
+        return data
 
     @field_validator("backend_config", mode="before")
     @classmethod
@@ -111,6 +131,11 @@ class EngineParams(BaseModel):
             params["stop"] = list(stop)
         params.update({k: v for k, v in kwargs.items() if k not in _LANGCHAIN_ONLY})
         return {k: v for k, v in params.items() if v is not None}
+
+    def get_token_ids(self, text: str) -> list[int]:
+        """The model's own token ids of `text` (in-process: its tokenizer; remote: the server's
+        /v1/encode), so get_num_tokens counts what the model sees, offline too."""
+        return self.connection().encode(text)
 
     def end_session(self, session_id: int) -> None:
         """Free the KV cache the engine keeps for requests sent with `session_id`."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+from pydantic import ConfigDict
+
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models import BaseLLM
 from langchain_core.language_models.llms import LangSmithParams
@@ -19,6 +21,9 @@ class LMDeploy(EngineParams, BaseLLM):
     In-process: `LMDeploy(model="smollm2-135m-instruct")` or `LMDeploy(pipeline=pipe)`; remote:
     `LMDeploy(base_url="http://127.0.0.1:23333")`. A batch goes to the engine as one request.
     """
+
+    # LangChain's base ignores unknown fields; ours reject them (a typo must not pass silently)
+    model_config = ConfigDict(extra="forbid")
 
     max_tokens: int | None = 256
 

@@ -16,9 +16,9 @@ from lmdeploy_sdk.server.errors import engine_error, error_body
 from lmdeploy_sdk.server.translate import InvalidRequest
 
 try:  # openai >= 3 builds its exceptions on httpx2; older releases on httpx
-    import httpx2 as _http
+    import httpx2 as http
 except ImportError:  # pragma: no cover - depends on the installed openai
-    import httpx as _http
+    import httpx as http
 
 # Where in-process "requests" say they went (exceptions carry a request, as over HTTP).
 IN_PROCESS_URL = "lmdeploy-sdk://in-process"
@@ -37,8 +37,9 @@ _STATUS_CLASSES: dict[int, type[openai.APIStatusError]] = {
 _FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
-def _request(path: str) -> Any:
-    return _http.Request("POST", f"{IN_PROCESS_URL}{path}")
+def request_at(path: str) -> Any:
+    """The request an in-process call says it made (exceptions and streams carry one)."""
+    return http.Request("POST", f"{IN_PROCESS_URL}{path}")
 
 
 def status_error(
@@ -46,7 +47,7 @@ def status_error(
 ) -> openai.APIStatusError:
     """What `openai` raises when the server answers `status` with OpenAI's error envelope."""
     body = msgspec.to_builtins(error_body(status, message, param, code))
-    response = _http.Response(status, json=body, request=_request(path))
+    response = http.Response(status, json=body, request=request_at(path))
     cls = _STATUS_CLASSES.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
     return cls(f"Error code: {status} - {message}", response=response, body=body["error"])
 
@@ -72,4 +73,4 @@ def stream_error(error_code: int | None, error_message: str | None, path: str) -
     """What `openai`'s Stream raises on the server's mid-stream error event."""
     err = engine_error(error_code, error_message)
     body = msgspec.to_builtins(err.body())["error"]
-    return openai.APIError(body.get("message") or "An error occurred during streaming", _request(path), body=body)
+    return openai.APIError(body.get("message") or "An error occurred during streaming", request_at(path), body=body)

@@ -1,6 +1,7 @@
 """`AsyncOpenAI`: `openai.AsyncOpenAI`'s call surface, answered by an in-process engine."""
 from __future__ import annotations
 
+import copy
 from collections.abc import AsyncIterator, Generator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -11,6 +12,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdeploy_sdk.integrations.openai.api_errors import status_error
+from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, request_timeout
 from lmdeploy_sdk.integrations.openai.engine_source import EngineSource
 from lmdeploy_sdk.integrations.openai.in_process_api import InProcessAPI
 from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream
@@ -19,30 +21,47 @@ from lmdeploy_sdk.sync_pipeline import Pipeline
 
 
 class AsyncChatCompletions:
-    def __init__(self, api: InProcessAPI) -> None:
-        self._api = api
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
 
     async def create(
         self, *, model: str, messages: Iterable[Any], stream: bool = False, **params: Any
     ) -> ChatCompletion | AsyncChunkStream[ChatCompletionChunk]:
         """As `openai`'s create(): the OpenAI fields, the server's extras (top_k, session_id, ...)
-        directly or in extra_body; a ChatCompletion, or with stream=True an async iterator of chunks."""
-        return await self._api.chat_completions({"model": model, "messages": messages, "stream": stream, **params})
+        directly or in extra_body; a ChatCompletion, or with stream=True an async iterator of chunks.
+        `timeout=` (else the client's) bounds the wait, as over HTTP."""
+        seconds = request_timeout(params, self._client.options)
+        body = {"model": model, "messages": messages, "stream": stream, **params}
+        return await self._client.api.chat_completions(body, seconds)
 
 
 class AsyncChat:
-    def __init__(self, api: InProcessAPI) -> None:
-        self.completions = AsyncChatCompletions(api)
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self.completions = AsyncChatCompletions(client)
 
 
 class AsyncCompletions:
-    def __init__(self, api: InProcessAPI) -> None:
-        self._api = api
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._client = client
 
     async def create(
         self, *, model: str, prompt: Any, stream: bool = False, **params: Any
     ) -> Completion | AsyncChunkStream[Completion]:
-        return await self._api.completions({"model": model, "prompt": prompt, "stream": stream, **params})
+        seconds = request_timeout(params, self._client.options)
+        body = {"model": model, "prompt": prompt, "stream": stream, **params}
+        return await self._client.api.completions(body, seconds)
+
+
+class MissingRoute:
+    """A resource of the real client whose route the API server does not have (embeddings):
+    calls raise what the real client raises for the server's 404."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+
+    def create(self, **_params: Any) -> Any:
+        raise status_error(404, f"{self._path} is not served: this server has no such route", self._path,
+                           code="not_found")
 
 
 class AsyncModelList:
@@ -63,8 +82,8 @@ class AsyncModelList:
 
 
 class AsyncModels:
-    def __init__(self, api: InProcessAPI) -> None:
-        self._api = api
+    def __init__(self, client: AsyncOpenAI) -> None:
+        self._api = client.api
 
     def list(self, **_transport: Any) -> AsyncModelList:
         return AsyncModelList(self._api.models())
@@ -79,7 +98,8 @@ class AsyncModels:
 class AsyncOpenAI:
     """In-process `openai.AsyncOpenAI`: `OpenAI(model=PATH_OR_NAME)` loads the model,
     `OpenAI(pipeline=pipe)` shares a Pipeline's engine. The HTTP arguments of the real
-    client (api_key, base_url, timeout, ...) are accepted and unused."""
+    client (api_key, base_url, timeout, ...) are accepted and readable as attributes;
+    `timeout` bounds each request (APITimeoutError past it)."""
 
     def __init__(
         self,
@@ -91,11 +111,36 @@ class AsyncOpenAI:
         model_name: str | None = None,
         **http_args: Any,
     ) -> None:
+        self.options = ClientOptions.from_args(http_args)
         self._source = EngineSource(model, backend_config, chat_template_config, model_name, pipeline, http_args)
-        api = InProcessAPI(self._source.engine)
-        self.chat = AsyncChat(api)
-        self.completions = AsyncCompletions(api)
-        self.models = AsyncModels(api)
+        self._owns_source = True
+        self.api = InProcessAPI(self._source.engine)
+        self._make_resources()
+
+    def _make_resources(self) -> None:
+        self.chat = AsyncChat(self)
+        self.completions = AsyncCompletions(self)
+        self.models = AsyncModels(self)
+        self.embeddings = MissingRoute("/embeddings")
+
+    # the real client's settings, readable as there
+    api_key = property(lambda self: self.options.api_key)
+    base_url = property(lambda self: self.options.base_url)
+    timeout = property(lambda self: self.options.timeout)
+    max_retries = property(lambda self: self.options.max_retries)
+    organization = property(lambda self: self.options.organization)
+    project = property(lambda self: self.options.project)
+
+    def with_options(self, **options: Any) -> AsyncOpenAI:
+        """A client on the same engine with some settings changed (e.g. timeout=5), as
+        openai's with_options / copy; closing it leaves the engine to this client."""
+        clone = copy.copy(self)
+        clone.options = self.options.replace(**options)
+        clone._owns_source = False
+        clone._make_resources()
+        return clone
+
+    copy = with_options
 
     @property
     def pipeline(self) -> Pipeline:
@@ -113,7 +158,8 @@ class AsyncOpenAI:
 
     async def close(self) -> None:
         """Close the engine if this client loaded it (one given as pipeline= stays open)."""
-        self._source.close()
+        if self._owns_source:
+            self._source.close()
 
     async def __aenter__(self) -> AsyncOpenAI:
         return self

@@ -12,11 +12,6 @@ from lmdeploy_sdk.sync_pipeline import pipeline as load_pipeline
 
 log = logging.getLogger("lmdeploy_sdk.integrations")
 
-# Arguments of `openai.OpenAI(...)` that configure HTTP; accepted so ported code runs unchanged.
-HTTP_CLIENT_ARGS = ("api_key", "organization", "project", "base_url", "websocket_base_url", "timeout",
-                    "max_retries", "default_headers", "default_query", "http_client")
-
-
 class EngineSource:
     def __init__(
         self,
@@ -27,11 +22,6 @@ class EngineSource:
         pipeline: Pipeline | None,
         http_args: dict[str, Any],
     ) -> None:
-        unknown = sorted(set(http_args) - set(HTTP_CLIENT_ARGS))
-        if unknown:
-            raise TypeError(f"unexpected keyword argument(s) {unknown}; an in-process client takes model=, "
-                            "backend_config=, chat_template_config=, pipeline=, model_name= and, unused, "
-                            f"openai's {list(HTTP_CLIENT_ARGS)}")
         if pipeline is not None:
             given = {"model": model, "backend_config": backend_config,
                      "chat_template_config": chat_template_config, "model_name": model_name}

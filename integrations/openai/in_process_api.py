@@ -20,6 +20,7 @@ from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.integrations.openai.api_errors import engine_status_error, invalid_request_error, status_error
 from lmdeploy_sdk.integrations.openai.bodies import collect, events, run_chunks
 from lmdeploy_sdk.integrations.openai.choice_run import ChoiceRun
+from lmdeploy_sdk.integrations.openai.client_options import within
 from lmdeploy_sdk.integrations.openai.request_body import parse_request
 from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream
 from lmdeploy_sdk.server.openai_bodies import (
@@ -94,21 +95,30 @@ class InProcessAPI:
         except InvalidRequest as e:
             raise invalid_request_error(e, path) from None
 
-    async def chat_completions(self, params: dict[str, Any]) -> ChatCompletion | AsyncChunkStream[ChatCompletionChunk]:
+    async def chat_completions(
+        self, params: dict[str, Any], seconds: float | None = None
+    ) -> ChatCompletion | AsyncChunkStream[ChatCompletionChunk]:
+        """`seconds`: the time limit (a stream's: for each chunk); None waits as long as it takes."""
         req = parse_request(params, ChatCompletionRequest, CHAT_PATH)
         self._check_model(req.model, CHAT_PATH)
         plan = self._plan(chat_plan, req, CHAT_PATH)
         api_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        run, first = await self._start(plan, api_id, req.session_id, CHAT_PATH)
         tokenizer = self.engine.tokenizer
-        if req.stream:
-            chunks = run_chunks(chat_chunks(req, plan, events(run, first), api_id, created, tokenizer), run, CHAT_PATH)
-            return AsyncChunkStream(_as_openai_chunks(chunks, ChatCompletionChunk))
-        accs = await collect(run, first, CHAT_PATH)
-        return _as_openai(chat_response(req, plan, accs, api_id, created, tokenizer), ChatCompletion)
+        if not req.stream:
+            async def answer() -> ChatCompletion:
+                run, first = await self._start(plan, api_id, req.session_id, CHAT_PATH)
+                accs = await collect(run, first, CHAT_PATH)
+                return _as_openai(chat_response(req, plan, accs, api_id, created, tokenizer), ChatCompletion)
 
-    async def completions(self, params: dict[str, Any]) -> Completion | AsyncChunkStream[Completion]:
+            return await within(answer(), seconds, CHAT_PATH)
+        run, first = await within(self._start(plan, api_id, req.session_id, CHAT_PATH), seconds, CHAT_PATH)
+        chunks = run_chunks(chat_chunks(req, plan, events(run, first), api_id, created, tokenizer), run, CHAT_PATH)
+        return AsyncChunkStream(_as_openai_chunks(chunks, ChatCompletionChunk), CHAT_PATH, seconds)
+
+    async def completions(
+        self, params: dict[str, Any], seconds: float | None = None
+    ) -> Completion | AsyncChunkStream[Completion]:
         req = parse_request(params, CompletionRequest, COMPLETIONS_PATH)
         self._check_model(req.model, COMPLETIONS_PATH)
         plan = self._plan(completion_plan, req, COMPLETIONS_PATH)
@@ -116,10 +126,15 @@ class InProcessAPI:
         echoes = echo_texts(req, tokenizer)
         api_id = f"cmpl-{uuid.uuid4().hex}"
         created = int(time.time())
-        run, first = await self._start(plan, api_id, req.session_id, COMPLETIONS_PATH)
-        if req.stream:
-            chunks = run_chunks(completion_chunks(req, plan, echoes, events(run, first), api_id, created, tokenizer),
-                                run, COMPLETIONS_PATH)
-            return AsyncChunkStream(_as_openai_chunks(chunks, Completion))
-        accs = await collect(run, first, COMPLETIONS_PATH)
-        return _as_openai(completion_response(req, plan, echoes, accs, api_id, created, tokenizer), Completion)
+        if not req.stream:
+            async def answer() -> Completion:
+                run, first = await self._start(plan, api_id, req.session_id, COMPLETIONS_PATH)
+                accs = await collect(run, first, COMPLETIONS_PATH)
+                return _as_openai(completion_response(req, plan, echoes, accs, api_id, created, tokenizer), Completion)
+
+            return await within(answer(), seconds, COMPLETIONS_PATH)
+        run, first = await within(self._start(plan, api_id, req.session_id, COMPLETIONS_PATH), seconds,
+                                  COMPLETIONS_PATH)
+        chunks = run_chunks(completion_chunks(req, plan, echoes, events(run, first), api_id, created, tokenizer),
+                            run, COMPLETIONS_PATH)
+        return AsyncChunkStream(_as_openai_chunks(chunks, Completion), COMPLETIONS_PATH, seconds)

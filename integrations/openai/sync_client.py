@@ -5,6 +5,8 @@ in scripts, threads and notebooks alike.
 """
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -15,6 +17,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdeploy_sdk.integrations.openai.async_client import AsyncOpenAI
+from lmdeploy_sdk.integrations.openai.client_options import ClientOptions
 from lmdeploy_sdk.integrations.openai.engine_source import EngineSource
 from lmdeploy_sdk.integrations.openai.loop_thread import LoopThread
 from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream, ChunkStream
@@ -24,12 +27,18 @@ from lmdeploy_sdk.sync_pipeline import Pipeline
 T = TypeVar("T")
 
 
+def _fields(options: ClientOptions) -> dict[str, Any]:
+    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
+
+
 async def _resolved(awaitable: Awaitable[T]) -> T:
     return await awaitable
 
 
 def _sync(loop: LoopThread, result: Any) -> Any:
-    return ChunkStream(loop.iterate(result)) if isinstance(result, AsyncChunkStream) else result
+    if isinstance(result, AsyncChunkStream):
+        return ChunkStream(loop.iterate(result), result.response)
+    return result
 
 
 class ChatCompletions:
@@ -79,7 +88,8 @@ class Models:
 class OpenAI:
     """In-process `openai.OpenAI`: `OpenAI(model=PATH_OR_NAME)` loads the model,
     `OpenAI(pipeline=pipe)` shares a Pipeline's engine. The HTTP arguments of the real
-    client (api_key, base_url, timeout, ...) are accepted and unused."""
+    client (api_key, base_url, timeout, ...) are accepted and readable as attributes;
+    `timeout` bounds each request (APITimeoutError past it)."""
 
     def __init__(
         self,
@@ -91,12 +101,37 @@ class OpenAI:
         model_name: str | None = None,
         **http_args: Any,
     ) -> None:
+        options = ClientOptions.from_args(http_args)
         self._source = EngineSource(model, backend_config, chat_template_config, model_name, pipeline, http_args)
-        self._async = AsyncOpenAI(pipeline=self._source.pipeline)
+        self._async = AsyncOpenAI(pipeline=self._source.pipeline).with_options(**_fields(options))
         self._loop = LoopThread("lmdeploy-sdk-openai")
+        self._owner = True
+        self._make_resources()
+
+    def _make_resources(self) -> None:
         self.chat = Chat(self._async, self._loop)
         self.completions = Completions(self._async, self._loop)
         self.models = Models(self._async, self._loop)
+        self.embeddings = self._async.embeddings
+
+    # the real client's settings, readable as there
+    api_key = property(lambda self: self._async.api_key)
+    base_url = property(lambda self: self._async.base_url)
+    timeout = property(lambda self: self._async.timeout)
+    max_retries = property(lambda self: self._async.max_retries)
+    organization = property(lambda self: self._async.organization)
+    project = property(lambda self: self._async.project)
+
+    def with_options(self, **options: Any) -> OpenAI:
+        """A client on the same engine and thread with some settings changed (e.g. timeout=5),
+        as openai's with_options / copy; closing it leaves both to this client."""
+        clone = copy.copy(self)
+        clone._async = self._async.with_options(**options)
+        clone._owner = False
+        clone._make_resources()
+        return clone
+
+    copy = with_options
 
     @property
     def pipeline(self) -> Pipeline:
@@ -113,9 +148,11 @@ class OpenAI:
         self._loop.run(self._async.end_session(session_id))
 
     def close(self) -> None:
-        """Stop running requests and the loop thread; close the engine if this client loaded it."""
-        self._loop.close()
-        self._source.close()
+        """Stop running requests and the loop thread; close the engine if this client loaded it.
+        (A client from with_options leaves both to the one it came from.)"""
+        if self._owner:
+            self._loop.close()
+            self._source.close()
 
     def __enter__(self) -> OpenAI:
         return self
