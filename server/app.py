@@ -63,7 +63,10 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
         metrics=ServerMetrics(lambda: ctx.engine_.stats() if ctx.engine_ is not None else None),
     )
     handlers = [*openai_api.ROUTES, *native_api.ROUTES, service_api.health, service_api.chat_page,
+                service_api.openapi_json,
                 create_static_files_router(path="/static", directories=[service_api.STATIC_DIR],
+                                           include_in_schema=False),
+                create_static_files_router(path=service_api.SWAGGER_UI_ASSETS, directories=[service_api.SWAGGER_UI_DIR],
                                            include_in_schema=False)]
     handlers.append(service_api.chat_page_at_root if settings.chat_page_at_root else service_api.docs_redirect)
     if not settings.disable_metrics:
@@ -91,7 +94,12 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
             version=__version__,
             description="OpenAI-compatible API with LMDeploy's extras",
             path=DOCS_PREFIX,
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[SwaggerRenderPlugin(
+                js_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=f"<link rel='icon' type='image/png' href='{service_api.SWAGGER_UI_ASSETS}/favicon-32x32.png'>",
+            )],
         ),
         logging_config=None,
     )

@@ -17,7 +17,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from lmdeploy_sdk.server.errors import error_body
 
 # Route templates that answer without a key (parameters without their type, as in scope["path_template"]).
-PUBLIC_ROUTES = frozenset({"/health", "/", "/chat", "/static/{file_path}"})
+PUBLIC_ROUTES = frozenset({"/health", "/", "/chat", "/static/{file_path}", "/openapi.json"})
 # Everything under this prefix is the OpenAPI docs page and its schema.
 DOCS_PREFIX = "/docs"
 

@@ -1,9 +1,12 @@
-"""Operational routes: health, Prometheus metrics, and the chat page."""
+"""Operational routes: health, Prometheus metrics, the chat page, and the OpenAPI schema where
+FastAPI-based servers (LMDeploy's, vLLM's) serve it."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from litestar import Response, get
+from importlib.util import find_spec
+
+from litestar import Request, Response, get
 from litestar.openapi import ResponseSpec
 from litestar.response import File, Redirect
 
@@ -12,6 +15,10 @@ from lmdeploy_sdk.server.schemas.native import HealthResponse
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CHAT_PAGE = STATIC_DIR / "index.html"
+# Swagger UI's files from their packaged distribution (swagger-ui-py; located, not imported),
+# so /docs renders offline
+SWAGGER_UI_DIR = Path(find_spec("swagger_ui").origin).parent / "static"
+SWAGGER_UI_ASSETS = "/docs/assets"
 
 
 @get("/health", responses={200: ResponseSpec(HealthResponse, description="Serving"),
@@ -32,6 +39,11 @@ async def metrics(ctx: ContextDep) -> Response:
 @get("/chat", include_in_schema=False)
 async def chat_page() -> File:
     return File(CHAT_PAGE, content_disposition_type="inline", media_type="text/html")
+
+
+@get("/openapi.json", include_in_schema=False)
+async def openapi_json(request: Request) -> Response:
+    return Response(request.app.openapi_schema.to_schema(), media_type="application/json")
 
 
 @get("/", include_in_schema=False)

@@ -124,3 +124,27 @@ def test_root_is_the_docs_or_the_page(server, tiny_engine):
         page = httpx.get(f"{s.url}/", timeout=30)
         assert page.headers["content-type"].startswith("text/html") and "lmdeploy-sdk chat" in page.text
         assert httpx.get(f"{s.url}/docs/openapi.json", timeout=30).status_code == 200
+
+
+def test_docs_page_renders_offline(browser, server):
+    """/docs draws Swagger UI from files the package serves (it fetched them from a CDN and was
+    blank offline); no request leaves the server (this machine has no network to fall back on)."""
+    page = browser.new_page()
+    outside: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server.url) else outside.append(r.url))
+    try:
+        page.goto(f"{server.url}/docs", wait_until="networkidle")
+        page.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+        assert "lmdeploy-sdk API server" in page.inner_text(".swagger-ui .info .title")
+        assert page.locator(".opblock").count() > 5  # the routes are listed
+        assert not outside, outside
+    finally:
+        page.close()
+
+
+def test_openapi_json_where_fastapi_servers_serve_it(server):
+    ours = httpx.get(f"{server.url}/openapi.json", timeout=30)
+    assert ours.status_code == 200 and ours.headers["content-type"].startswith("application/json")
+    schema = ours.json()
+    assert "/v1/chat/completions" in schema["paths"]
+    assert schema == httpx.get(f"{server.url}/docs/openapi.json", timeout=30).json()
