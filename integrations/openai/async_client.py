@@ -12,7 +12,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdeploy_sdk.integrations.openai.api_errors import status_error
-from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, request_timeout
+from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, ClientSettings, request_timeout
 from lmdeploy_sdk.integrations.openai.engine_source import EngineSource
 from lmdeploy_sdk.integrations.openai.in_process_api import InProcessAPI
 from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream
@@ -95,7 +95,7 @@ class AsyncModels:
         raise status_error(404, f"model {model!r} does not exist", f"/models/{model}", "model", "model_not_found")
 
 
-class AsyncOpenAI:
+class AsyncOpenAI(ClientSettings):
     """In-process `openai.AsyncOpenAI`: `OpenAI(model=PATH_OR_NAME)` loads the model,
     `OpenAI(pipeline=pipe)` shares a Pipeline's engine. The HTTP arguments of the real
     client (api_key, base_url, timeout, ...) are accepted and readable as attributes;
@@ -122,14 +122,6 @@ class AsyncOpenAI:
         self.completions = AsyncCompletions(self)
         self.models = AsyncModels(self)
         self.embeddings = MissingRoute("/embeddings")
-
-    # the real client's settings, readable as there
-    api_key = property(lambda self: self.options.api_key)
-    base_url = property(lambda self: self.options.base_url)
-    timeout = property(lambda self: self.options.timeout)
-    max_retries = property(lambda self: self.options.max_retries)
-    organization = property(lambda self: self.options.organization)
-    project = property(lambda self: self.options.project)
 
     def with_options(self, **options: Any) -> AsyncOpenAI:
         """A client on the same engine with some settings changed (e.g. timeout=5), as

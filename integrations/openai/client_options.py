@@ -65,6 +65,18 @@ class ClientOptions:
         return ClientOptions.from_args(merged)
 
 
+class ClientSettings:
+    """The real client's settings as attributes (a client class provides `options`)."""
+
+    options: ClientOptions
+    api_key = property(lambda self: self.options.api_key)
+    base_url = property(lambda self: self.options.base_url)
+    timeout = property(lambda self: self.options.timeout)
+    max_retries = property(lambda self: self.options.max_retries)
+    organization = property(lambda self: self.options.organization)
+    project = property(lambda self: self.options.project)
+
+
 def timeout_seconds(timeout: Any) -> float | None:
     """The limit a request waits for its answer: a number, an httpx Timeout's read timeout, or None."""
     if timeout is None:

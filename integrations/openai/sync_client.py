@@ -17,7 +17,7 @@ from openai.types import Completion, Model
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from lmdeploy_sdk.integrations.openai.async_client import AsyncOpenAI
-from lmdeploy_sdk.integrations.openai.client_options import ClientOptions
+from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, ClientSettings
 from lmdeploy_sdk.integrations.openai.engine_source import EngineSource
 from lmdeploy_sdk.integrations.openai.loop_thread import LoopThread
 from lmdeploy_sdk.integrations.openai.streams import AsyncChunkStream, ChunkStream
@@ -85,7 +85,7 @@ class Models:
         return self._loop.run(self._client.models.retrieve(model, **transport))
 
 
-class OpenAI:
+class OpenAI(ClientSettings):
     """In-process `openai.OpenAI`: `OpenAI(model=PATH_OR_NAME)` loads the model,
     `OpenAI(pipeline=pipe)` shares a Pipeline's engine. The HTTP arguments of the real
     client (api_key, base_url, timeout, ...) are accepted and readable as attributes;
@@ -114,13 +114,10 @@ class OpenAI:
         self.models = Models(self._async, self._loop)
         self.embeddings = self._async.embeddings
 
-    # the real client's settings, readable as there
-    api_key = property(lambda self: self._async.api_key)
-    base_url = property(lambda self: self._async.base_url)
-    timeout = property(lambda self: self._async.timeout)
-    max_retries = property(lambda self: self._async.max_retries)
-    organization = property(lambda self: self._async.organization)
-    project = property(lambda self: self._async.project)
+    @property
+    def options(self) -> ClientOptions:
+        """The real client's settings (api_key, base_url, timeout, ...), as attributes too."""
+        return self._async.options
 
     def with_options(self, **options: Any) -> OpenAI:
         """A client on the same engine and thread with some settings changed (e.g. timeout=5),
