@@ -1,6 +1,7 @@
 """The Litestar app factory: routes, error map, auth, CORS, metrics, and the engine's lifecycle."""
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
 
@@ -26,6 +27,7 @@ from lmdeploy_sdk.server.settings import ServerSettings
 from lmdeploy_sdk.version import __version__
 
 EngineFactory = Callable[[], AsyncEngine]
+log = logging.getLogger("lmdeploy_sdk.server")
 
 
 def _engine_lifespan(ctx: ServerContext, engine: AsyncEngine | EngineFactory):
@@ -49,6 +51,21 @@ def _engine_lifespan(ctx: ServerContext, engine: AsyncEngine | EngineFactory):
     return lifespan
 
 
+def _swagger_page(packaged: bool) -> SwaggerRenderPlugin:
+    """/docs from the packaged Swagger UI files; without them (swagger-ui-py not installed),
+    Litestar's default, which fetches them from a CDN."""
+    if not packaged:
+        log.warning("swagger-ui-py is not installed: /docs loads Swagger UI from a CDN (blank offline)")
+        return SwaggerRenderPlugin()
+    assets = service_api.SWAGGER_UI_ASSETS
+    return SwaggerRenderPlugin(
+        js_url=f"{assets}/swagger-ui-bundle.js",
+        css_url=f"{assets}/swagger-ui.css",
+        standalone_preset_js_url=f"{assets}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{assets}/favicon-32x32.png'>",
+    )
+
+
 def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | None = None) -> Litestar:
     """An OpenAI-compatible API server for one model.
 
@@ -65,9 +82,11 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
     handlers = [*openai_api.ROUTES, *native_api.ROUTES, service_api.health, service_api.chat_page,
                 service_api.openapi_json,
                 create_static_files_router(path="/static", directories=[service_api.STATIC_DIR],
-                                           include_in_schema=False),
-                create_static_files_router(path=service_api.SWAGGER_UI_ASSETS, directories=[service_api.SWAGGER_UI_DIR],
                                            include_in_schema=False)]
+    swagger_dir = service_api.swagger_ui_dir()
+    if swagger_dir is not None:
+        handlers.append(create_static_files_router(path=service_api.SWAGGER_UI_ASSETS, directories=[swagger_dir],
+                                                   include_in_schema=False))
     handlers.append(service_api.chat_page_at_root if settings.chat_page_at_root else service_api.docs_redirect)
     if not settings.disable_metrics:
         handlers.append(service_api.metrics)
@@ -94,12 +113,7 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
             version=__version__,
             description="OpenAI-compatible API with LMDeploy's extras",
             path=DOCS_PREFIX,
-            render_plugins=[SwaggerRenderPlugin(
-                js_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui-bundle.js",
-                css_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui.css",
-                standalone_preset_js_url=f"{service_api.SWAGGER_UI_ASSETS}/swagger-ui-standalone-preset.js",
-                favicon=f"<link rel='icon' type='image/png' href='{service_api.SWAGGER_UI_ASSETS}/favicon-32x32.png'>",
-            )],
+            render_plugins=[_swagger_page(swagger_dir is not None)],
         ),
         logging_config=None,
     )

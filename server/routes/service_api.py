@@ -15,10 +15,14 @@ from lmdeploy_sdk.server.schemas.native import HealthResponse
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 CHAT_PAGE = STATIC_DIR / "index.html"
-# Swagger UI's files from their packaged distribution (swagger-ui-py; located, not imported),
-# so /docs renders offline
-SWAGGER_UI_DIR = Path(find_spec("swagger_ui").origin).parent / "static"
 SWAGGER_UI_ASSETS = "/docs/assets"
+
+
+def swagger_ui_dir() -> Path | None:
+    """Swagger UI's files from their packaged distribution (swagger-ui-py, a `serve`
+    dependency; located, not imported), so /docs renders offline; None if it is missing."""
+    spec = find_spec("swagger_ui")
+    return Path(spec.origin).parent / "static" if spec is not None and spec.origin else None
 
 
 @get("/health", responses={200: ResponseSpec(HealthResponse, description="Serving"),
