@@ -13,7 +13,8 @@ from lmdeploy_sdk.server.auth import is_public
 KEY = "sk-test-key"
 # What may answer without a key; anything else the app routes must be refused.
 EXPECTED_PUBLIC = {"/health", "/", "/chat", "/static/{file_path:path}", "/docs", "/docs/openapi.json",
-                   "/docs/swagger", "/docs/{path:str}", "/docs/oauth2-redirect.html"}
+                   "/docs/swagger", "/docs/{path:str}", "/docs/oauth2-redirect.html", "/openapi.json",
+                   "/docs/assets/{file_path:path}"}
 
 
 @pytest.fixture(scope="module")

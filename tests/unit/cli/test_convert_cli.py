@@ -25,10 +25,13 @@ def test_errors_exit_1_with_a_message(tiny_llama, tmp_path, capsys):
     assert "not empty" in capsys.readouterr().err
 
 
-def test_missing_dst_path_and_bad_dtype_are_usage_errors(tiny_llama, tmp_path):
-    with pytest.raises(SystemExit) as err:
-        main(["convert", str(tiny_llama)])
-    assert err.value.code == 2
+def test_dst_path_defaults_to_workspace_as_lmdeploys(tiny_llama, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["convert", str(tiny_llama)]) == 0
+    assert (tmp_path / "workspace" / "config.json").exists()
+
+
+def test_bad_dtype_is_a_usage_error(tiny_llama, tmp_path):
     with pytest.raises(SystemExit) as err:
         main(["convert", str(tiny_llama), "--dst-path", str(tmp_path / "y"), "--dtype", "int3"])
     assert err.value.code == 2

@@ -51,7 +51,8 @@ def test_iterate_to_the_end_and_close_early(loop):
     closed: list[bool] = []
     assert list(loop.iterate(_numbers(3, closed))) == [0, 1, 2] and closed == [True]
     closed.clear()
-    stream = ChunkStream(loop.iterate(AsyncChunkStream(_numbers(100, closed))))
+    source = AsyncChunkStream(_numbers(100, closed), "/chat/completions")
+    stream = ChunkStream(loop.iterate(source), source.response)
     with stream:
         assert next(stream) == 0
     assert closed == [True]  # leaving the with-block closed the async source on its loop
