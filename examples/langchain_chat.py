@@ -24,7 +24,8 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     args = parser.parse_args()
 
-    # One engine shared by both LangChain models; LMDeployChat(model=...) would load its own.
+    # One engine shared by both LangChain models; LMDeployChat(model=...) would load its own, and
+    # LMDeployChat(base_url=URL) (or LMDeploy's spelling, endpoint=URL) talks to a running server.
     with pipeline(args.model, backend_config=TurbomindEngineConfig(session_len=2048)) as pipe:
         chat = LMDeployChat(pipeline=pipe, temperature=0, max_tokens=args.max_new_tokens)
 
@@ -54,6 +55,8 @@ def main() -> None:
         llm = LMDeploy(pipeline=pipe, temperature=0, max_tokens=args.max_new_tokens)
         story = PromptTemplate.from_template("Once upon a time, in {place},") | llm
         print(story.invoke({"place": "a small fishing village"}))
+        # Token counts come from the model's own tokenizer (no download, works offline).
+        print("tokens in the story prompt:", llm.get_num_tokens("Once upon a time, in a small fishing village,"))
 
         chat.close()  # their clients; the shared pipeline closes with the `with` block
         llm.close()

@@ -64,6 +64,14 @@ def ask(client, max_tokens: int) -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
     print()
+    # Timeouts behave alike: past the limit the request is abandoned with APITimeoutError.
+    import openai
+
+    try:
+        client.with_options(timeout=0.001, max_retries=0).chat.completions.create(
+            model=model_name, messages=[{"role": "user", "content": "Tell me a long story."}], max_tokens=max_tokens)
+    except openai.APITimeoutError:
+        print("a 1 ms timeout raised openai.APITimeoutError")
 
 
 def main() -> None:
@@ -84,8 +92,9 @@ def main() -> None:
         server.terminate()  # SIGTERM: the server drains running requests, then exits
         server.wait(timeout=60)
 
-    # The same code in-process: only the import changes (base_url and api_key are unused;
-    # model= picks what to load, by default the embedded model).
+    # The same code in-process: only the import changes (base_url and api_key are kept as the
+    # client's settings but connect nowhere; model= picks what to load, by default the
+    # embedded model).
     from lmdeploy_sdk.integrations.openai import OpenAI
 
     print("== in-process, no server ==")

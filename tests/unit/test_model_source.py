@@ -98,6 +98,10 @@ def test_two_processes_racing_on_first_use_both_succeed_and_convert_once(tmp_pat
     expected = tmp_path / "models" / DEFAULT_MODEL
     assert {Path(out.strip()) for out, _ in results} == {expected}
     assert sum("first use" in err for _, err in results) == 1, "exactly one process converts"
+    converter_err = next(err for _, err in results if "first use" in err)
+    # the ~25 s conversion shows progress: our steps, and the GGUF tensors as they are read
+    assert f"converting {DEFAULT_MODEL} (first use): 100%" in converter_err
+    assert "4/4" in converter_err and "272/272" in converter_err
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [f".{DEFAULT_MODEL}.lock", DEFAULT_MODEL]
 
     # Idempotent: a later resolve reuses the directory without touching it.
