@@ -1,7 +1,6 @@
 """`AsyncOpenAI`: `openai.AsyncOpenAI`'s call surface, answered by an in-process engine."""
 from __future__ import annotations
 
-import copy
 from collections.abc import AsyncIterator, Generator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -113,26 +112,16 @@ class AsyncOpenAI(ClientSettings):
     ) -> None:
         self.options = ClientOptions.from_args(http_args)
         self._source = EngineSource(model, backend_config, chat_template_config, model_name, pipeline, http_args)
-        self._owns_source = True
+        self._owner = True
         self.api = InProcessAPI(self._source.engine)
-        self._make_resources()
+        self._use_options(self.options)
 
-    def _make_resources(self) -> None:
+    def _use_options(self, options: ClientOptions) -> None:
+        self.options = options
         self.chat = AsyncChat(self)
         self.completions = AsyncCompletions(self)
         self.models = AsyncModels(self)
         self.embeddings = MissingRoute("/embeddings")
-
-    def with_options(self, **options: Any) -> AsyncOpenAI:
-        """A client on the same engine with some settings changed (e.g. timeout=5), as
-        openai's with_options / copy; closing it leaves the engine to this client."""
-        clone = copy.copy(self)
-        clone.options = self.options.replace(**options)
-        clone._owns_source = False
-        clone._make_resources()
-        return clone
-
-    copy = with_options
 
     @property
     def pipeline(self) -> Pipeline:
@@ -150,7 +139,7 @@ class AsyncOpenAI(ClientSettings):
 
     async def close(self) -> None:
         """Close the engine if this client loaded it (one given as pipeline= stays open)."""
-        if self._owns_source:
+        if self._owner:
             self._source.close()
 
     async def __aenter__(self) -> AsyncOpenAI:

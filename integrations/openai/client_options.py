@@ -7,10 +7,13 @@ a wait for its next chunk) is aborted and raises `openai.APITimeoutError`, as ov
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import os
 from collections.abc import Awaitable, Mapping
 from typing import Any, TypeVar
+
+from typing_extensions import Self
 
 import openai
 
@@ -58,17 +61,37 @@ class ClientOptions:
             **given,
         )
 
+    def as_args(self) -> dict[str, Any]:
+        """These options as the client's keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
     def replace(self, **changes: Any) -> ClientOptions:
         """These options with `changes` (the arguments of with_options / copy)."""
-        merged = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        merged.update(changes)
-        return ClientOptions.from_args(merged)
+        return ClientOptions.from_args({**self.as_args(), **changes})
 
 
 class ClientSettings:
-    """The real client's settings as attributes (a client class provides `options`)."""
+    """The real client's settings as attributes, and `with_options` / `copy`. A client class
+    provides `options`, `_owner` (whether close() closes what it created) and
+    `_use_options` (take new options and rebuild its resources)."""
 
     options: ClientOptions
+    _owner: bool
+
+    def _use_options(self, options: ClientOptions) -> None:
+        raise NotImplementedError
+
+    def with_options(self, **changes: Any) -> Self:
+        """A client on the same engine with some settings changed (e.g. timeout=5), as openai's
+        with_options / copy; closing it leaves the engine (and loop) to the client it came from."""
+        clone = copy.copy(self)
+        clone._owner = False
+        clone._use_options(self.options.replace(**changes))
+        return clone
+
+    def copy(self, **changes: Any) -> Self:
+        return self.with_options(**changes)
+
     api_key = property(lambda self: self.options.api_key)
     base_url = property(lambda self: self.options.base_url)
     timeout = property(lambda self: self.options.timeout)

@@ -5,8 +5,6 @@ in scripts, threads and notebooks alike.
 """
 from __future__ import annotations
 
-import copy
-import dataclasses
 from collections.abc import Awaitable, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -25,10 +23,6 @@ from lmdeploy_sdk.messages import ChatTemplateConfig, TurbomindEngineConfig
 from lmdeploy_sdk.sync_pipeline import Pipeline
 
 T = TypeVar("T")
-
-
-def _fields(options: ClientOptions) -> dict[str, Any]:
-    return {f.name: getattr(options, f.name) for f in dataclasses.fields(options)}
 
 
 async def _resolved(awaitable: Awaitable[T]) -> T:
@@ -103,12 +97,13 @@ class OpenAI(ClientSettings):
     ) -> None:
         options = ClientOptions.from_args(http_args)
         self._source = EngineSource(model, backend_config, chat_template_config, model_name, pipeline, http_args)
-        self._async = AsyncOpenAI(pipeline=self._source.pipeline).with_options(**_fields(options))
+        self._async = AsyncOpenAI(pipeline=self._source.pipeline)
         self._loop = LoopThread("lmdeploy-sdk-openai")
         self._owner = True
-        self._make_resources()
+        self._use_options(options)
 
-    def _make_resources(self) -> None:
+    def _use_options(self, options: ClientOptions) -> None:
+        self._async = self._async.with_options(**options.as_args())
         self.chat = Chat(self._async, self._loop)
         self.completions = Completions(self._async, self._loop)
         self.models = Models(self._async, self._loop)
@@ -118,17 +113,6 @@ class OpenAI(ClientSettings):
     def options(self) -> ClientOptions:
         """The real client's settings (api_key, base_url, timeout, ...), as attributes too."""
         return self._async.options
-
-    def with_options(self, **options: Any) -> OpenAI:
-        """A client on the same engine and thread with some settings changed (e.g. timeout=5),
-        as openai's with_options / copy; closing it leaves both to this client."""
-        clone = copy.copy(self)
-        clone._async = self._async.with_options(**options)
-        clone._owner = False
-        clone._make_resources()
-        return clone
-
-    copy = with_options
 
     @property
     def pipeline(self) -> Pipeline:

@@ -74,21 +74,25 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("lmdeploy_sdk").setLevel(level)
 
 
-def _engine_factory(model: str, args: argparse.Namespace):
-    from lmdeploy_sdk import AsyncEngine
-
-    backend = engine_config(args)
-    return lambda: AsyncEngine(model, backend, model_name=args.model_name)
-
-
-def _start_engine(args: argparse.Namespace):
-    """The engine, built before the server listens: a bad model or option fails here, as one
+def _serve_engine(model: str, args: argparse.Namespace, settings) -> int:
+    """Build the engine, then serve it. A bad model or option fails while building, as one
     line from the CLI (cli.main), before anything says it is serving."""
-    return _engine_factory(args.model, args)()
+    from lmdeploy_sdk import AsyncEngine
+    from lmdeploy_sdk.server import create_app, run_server
+
+    engine = AsyncEngine(model, engine_config(args), model_name=args.model_name)
+    try:
+        app = create_app(engine, settings)
+        logging.getLogger("lmdeploy_sdk.server").info("%s loaded; serving on http://%s:%d", model, args.server_name,
+                                                      args.server_port)
+        run_server(app, args.server_name, args.server_port, args.log_level)
+    finally:
+        engine.close()
+    return 0
 
 
 def run_api_server(args: argparse.Namespace) -> int:
-    from lmdeploy_sdk.server import ServerSettings, create_app, run_server
+    from lmdeploy_sdk.server import ServerSettings
 
     _setup_logging(args.log_level)
     settings = ServerSettings(
@@ -101,19 +105,11 @@ def run_api_server(args: argparse.Namespace) -> int:
         shutdown_grace_s=args.shutdown_grace,
         disable_metrics=args.disable_metrics,
     )
-    engine = _start_engine(args)
-    try:
-        app = create_app(engine, settings)
-        logging.getLogger("lmdeploy_sdk.server").info("%s loaded; serving on http://%s:%d", args.model or engine.model_name,
-                                                      args.server_name, args.server_port)
-        run_server(app, args.server_name, args.server_port, args.log_level)
-    finally:
-        engine.close()
-    return 0
+    return _serve_engine(args.model, args, settings)
 
 
 def run_gradio(args: argparse.Namespace) -> int:
-    from lmdeploy_sdk.server import ServerSettings, create_app, run_server
+    from lmdeploy_sdk.server import ServerSettings, run_server
 
     _setup_logging(args.log_level)
     target = args.url_or_model
@@ -121,10 +117,9 @@ def run_gradio(args: argparse.Namespace) -> int:
         from lmdeploy_sdk.server.page_proxy import create_page_app
 
         app = create_page_app(target, args.api_key)
-    else:
-        app = create_app(_engine_factory(target, args), ServerSettings(chat_page_at_root=True))
-    run_server(app, args.server_name, args.server_port, args.log_level)
-    return 0
+        run_server(app, args.server_name, args.server_port, args.log_level)
+        return 0
+    return _serve_engine(target, args, ServerSettings(chat_page_at_root=True))
 
 
 def run_api_client(args: argparse.Namespace) -> int:

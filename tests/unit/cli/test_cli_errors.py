@@ -19,6 +19,7 @@ CASES = [
     (["chat", "--session-len", "100000"], "session_len=100000"),
     (["chat", "--max-batch-size", "0"], "max_batch_size=0"),
     (["serve", "api_server", "/no/such/model/dir"], "/no/such/model/dir"),
+    (["serve", "gradio", "--tp", "2"], "tp=2"),
 ]
 
 
