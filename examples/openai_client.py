@@ -64,6 +64,16 @@ def ask(client, max_tokens: int) -> None:
         if chunk.choices and chunk.choices[0].delta.content:
             print(chunk.choices[0].delta.content, end="", flush=True)
     print()
+    # A session keeps the conversation's KV cache between turns (an lmdeploy extension), so the
+    # second turn prefills only what is new; end_session on the last turn frees the cache.
+    # (Without API keys a server shares sessions between clients: docs/server.md.)
+    history = [{"role": "user", "content": "My name is Ada."}]
+    first = client.chat.completions.create(model=model_name, messages=history, temperature=0,
+                                           max_tokens=max_tokens, extra_body={"session_id": 7})
+    history += [first.choices[0].message, {"role": "user", "content": "What is my name?"}]
+    second = client.chat.completions.create(model=model_name, messages=history, temperature=0, max_tokens=max_tokens,
+                                            extra_body={"session_id": 7, "end_session": True})
+    print("the second turn reused", second.usage.prompt_tokens_details.cached_tokens, "cached prompt tokens")
     # Timeouts behave alike: past the limit the request is abandoned with APITimeoutError.
     import openai
 

@@ -125,6 +125,11 @@ class AsyncEngine:
     async def end_session(self, session_id: int) -> None:
         self._loaded.engine.end_session(session_id)
 
+    def end_session_nowait(self, session_id: int) -> None:
+        """end_session for synchronous code: the engine ends the session between its steps
+        (a request still running on it is aborted first)."""
+        self._loaded.engine.end_session(session_id)
+
     def stats(self) -> EngineStats:
         return self._loaded.engine.stats()
 

@@ -7,6 +7,7 @@ streaming detokenization.
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -66,8 +67,8 @@ def normalize_messages(messages: Any) -> list[dict[str, Any]]:
         if "content" not in message:
             raise ValueError(f"message {i}: 'content' is missing")
         content = message["content"]
-        if content is None and role == "assistant" and message.get("tool_calls"):
-            content = ""  # an assistant turn that only calls tools
+        if content is None:
+            content = ""  # OpenAI's schema lets content be null (e.g. a turn that only calls tools)
         out.append({**message, "content": _text_of(content, i)})
     return out
 
@@ -90,6 +91,13 @@ class Tokenizer:
         eos += _config_eos_ids(self.model_dir / "generation_config.json")
         eos += _config_eos_ids(self.model_dir / "config.json")
         self.eos_token_ids: list[int] = list(dict.fromkeys(eos))
+
+    @functools.cached_property
+    def max_token_bytes(self) -> int:
+        """An upper bound on the text bytes one token stands for: a text with more than
+        `n * max_token_bytes` bytes cannot fit in n tokens, which is known before tokenizing it.
+        (Vocabulary strings are byte-level or SentencePiece forms, never shorter than their text.)"""
+        return max(len(t.encode("utf-8")) for t in self.hf.get_vocab())
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):

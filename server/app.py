@@ -1,6 +1,8 @@
-"""The Litestar app factory: routes, error map, auth, CORS, metrics, and the engine's lifecycle."""
+"""The Litestar app factory: routes, error map, auth, host and body checks, CORS, metrics,
+and the lifecycle of the engine and the session store."""
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 from typing import AsyncIterator, Callable
@@ -17,21 +19,27 @@ from litestar.static_files import create_static_files_router
 from lmdeploy_sdk.async_engine import AsyncEngine
 from lmdeploy_sdk.server.access_log import AccessLogMiddleware
 from lmdeploy_sdk.server.admission import AdmissionLimiter
+from lmdeploy_sdk.server.allowed_hosts import AllowedHostsMiddleware
 from lmdeploy_sdk.server.auth import DOCS_PREFIX, APIKeyMiddleware
 from lmdeploy_sdk.server.context import ServerContext
 from lmdeploy_sdk.server.drain import DrainController
 from lmdeploy_sdk.server.errors import EXCEPTION_HANDLERS
+from lmdeploy_sdk.server.json_body import JSONRequest
 from lmdeploy_sdk.server.metrics import ServerMetrics
 from lmdeploy_sdk.server.routes import native_api, openai_api, service_api
+from lmdeploy_sdk.server.sessions import SessionStore
 from lmdeploy_sdk.server.settings import ServerSettings
 from lmdeploy_sdk.version import __version__
 
 EngineFactory = Callable[[], AsyncEngine]
 log = logging.getLogger("lmdeploy_sdk.server")
+# How often, at most, idle sessions are checked against their TTL.
+_SWEEP_PERIOD_S = 30.0
 
 
 def _engine_lifespan(ctx: ServerContext, engine: AsyncEngine | EngineFactory):
-    """Build the engine at startup (off the event loop) and close it at shutdown.
+    """Build the engine at startup (off the event loop) and close it at shutdown; in between,
+    end sessions idle past their TTL.
 
     A ready AsyncEngine is used as is and left open: its owner closes it.
     """
@@ -40,15 +48,28 @@ def _engine_lifespan(ctx: ServerContext, engine: AsyncEngine | EngineFactory):
     async def lifespan(_: Litestar) -> AsyncIterator[None]:
         owned = not isinstance(engine, AsyncEngine)
         ctx.engine_ = await anyio.to_thread.run_sync(engine) if owned else engine
+        tokenizer = ctx.engine_.tokenizer
+        await anyio.to_thread.run_sync(lambda: tokenizer.max_token_bytes)  # computed once, off the loop
+        sweeper = asyncio.ensure_future(_expire_sessions(ctx))
         try:
             yield
         finally:
+            sweeper.cancel()
             ctx.drain.close()
             if owned:
                 await anyio.to_thread.run_sync(ctx.engine_.close)
             ctx.engine_ = None
 
     return lifespan
+
+
+async def _expire_sessions(ctx: ServerContext) -> None:
+    period = min(ctx.settings.session_ttl_s / 4, _SWEEP_PERIOD_S)
+    while True:
+        await asyncio.sleep(period)
+        expired = ctx.expire_sessions()
+        if expired:
+            log.info("ended %d session(s) idle for more than %.0f s", expired, ctx.settings.session_ttl_s)
 
 
 def _swagger_page(packaged: bool) -> SwaggerRenderPlugin:
@@ -77,7 +98,9 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
         settings=settings,
         limiter=AdmissionLimiter(settings.max_concurrent_requests, settings.retry_after_s),
         drain=DrainController(),
-        metrics=ServerMetrics(lambda: ctx.engine_.stats() if ctx.engine_ is not None else None),
+        metrics=ServerMetrics(lambda: ctx.engine_.stats() if ctx.engine_ is not None else None,
+                              lambda: len(ctx.sessions)),
+        sessions=SessionStore(settings.max_sessions, settings.session_ttl_s),
     )
     handlers = [*openai_api.ROUTES, *native_api.ROUTES, service_api.health, service_api.chat_page,
                 service_api.openapi_json,
@@ -91,6 +114,8 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
     if not settings.disable_metrics:
         handlers.append(service_api.metrics)
     middleware = [DefineMiddleware(AccessLogMiddleware, observe=ctx.metrics.observe_request)]
+    if settings.allowed_hosts:
+        middleware.append(DefineMiddleware(AllowedHostsMiddleware, allowed_hosts=settings.allowed_hosts))
     if settings.api_keys:
         middleware.append(DefineMiddleware(APIKeyMiddleware, api_keys=settings.api_keys))
     cors = None
@@ -106,6 +131,7 @@ def create_app(engine: AsyncEngine | EngineFactory, settings: ServerSettings | N
         dependencies={"ctx": Provide(lambda: ctx, sync_to_thread=False)},
         exception_handlers=EXCEPTION_HANDLERS,
         middleware=middleware,
+        request_class=JSONRequest,
         cors_config=cors,
         lifespan=[_engine_lifespan(ctx, engine)],
         openapi_config=OpenAPIConfig(

@@ -30,11 +30,12 @@ def is_public(path_template: str) -> bool:
     return template in PUBLIC_ROUTES or template == DOCS_PREFIX or template.startswith(DOCS_PREFIX + "/")
 
 
-def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+def bearer_token(headers: Iterable[tuple[bytes, bytes]]) -> bytes | None:
+    """The token's raw bytes: a key with non-ASCII characters arrives as its UTF-8 bytes."""
     for name, value in headers:
         if name.lower() == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else None
+            scheme, _, token = value.partition(b" ")
+            return token.strip() if scheme.lower() == b"bearer" else None
     return None
 
 
@@ -43,13 +44,12 @@ class APIKeyMiddleware:
 
     def __init__(self, app: ASGIApp, api_keys: Iterable[str]) -> None:
         self.app = app
-        self.keys = [k.encode() for k in api_keys]
+        self.keys = [k.encode("utf-8") for k in api_keys]
 
     def _authorized(self, scope: Scope) -> bool:
-        token = bearer_token(scope.get("headers", []))
-        if token is None:
+        given = bearer_token(scope.get("headers", []))
+        if given is None:
             return False
-        given = token.encode()
         # compare against every key so the time taken does not say which one nearly matched
         return any([hmac.compare_digest(given, k) for k in self.keys])
 

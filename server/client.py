@@ -161,6 +161,15 @@ class APIClient:
         ), kwargs)
         yield from self._post("/v1/chat/interactive", body, "ndjson" if stream else None)
 
+    def end_session(self, session_id: int) -> bool:
+        """End a session (`DELETE /v1/sessions/{id}`): its running request stops and its KV cache
+        is freed. False if the server has no such session (or it is another API key's)."""
+        resp = self._http.delete(f"/v1/sessions/{session_id}")
+        if resp.status_code == 404:
+            return False
+        _raise_for_error(resp)
+        return True
+
     def close(self) -> None:
         self._http.close()
 

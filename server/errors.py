@@ -78,12 +78,20 @@ def engine_error(code: int | None, message: str | None) -> APIError:
     return APIError(status, message or "the engine failed this request", code=name)
 
 
+# What route handlers call their body parameter; Litestar names it as the failing "field".
+_BODY_PARAM = "data"
+
+
 def _validation_message(exc: ValidationException) -> tuple[str, str | None]:
     extra = exc.extra
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         first = extra[0]
         key = first.get("key")
-        return f"{first.get('message', exc.detail)} (field {key!r})" if key else str(first.get("message")), key
+        message = str(first.get("message", exc.detail))
+        if key == _BODY_PARAM:  # the body as a whole is not an object
+            detail = f": {message}" if message.startswith("Expected") else ""
+            return f"the body must be a JSON object{detail}", None
+        return (f"{message} (field {key!r})" if key else message), key
     return str(exc.detail), None
 
 
@@ -99,6 +107,10 @@ def handle_invalid_request(_: Request, exc: InvalidRequest) -> Response[Any]:
     return _respond(error_body(400, exc.message, exc.param, exc.code), 400)
 
 
+# OpenAI-style codes for the HTTP errors Litestar raises itself.
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
+
+
 def handle_http_exception(_: Request, exc: HTTPException) -> Response[Any]:
     if isinstance(exc, ValidationException):
         message, param = _validation_message(exc)
@@ -106,7 +118,8 @@ def handle_http_exception(_: Request, exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     if status >= 500:
         log.error("internal error: %s", exc.detail, exc_info=exc)
-    return _respond(error_body(status, str(exc.detail)), status, dict(exc.headers or {}))
+    return _respond(error_body(status, str(exc.detail), code=_HTTP_CODES.get(status, "invalid_request")), status,
+                    dict(exc.headers or {}))
 
 
 def handle_unicode_error(_: Request, exc: UnicodeDecodeError) -> Response[Any]:

@@ -1,7 +1,8 @@
 """Run one admitted API request on the engine: its choices in parallel, their deltas merged in arrival order.
 
-A `Generation` holds an admission slot per choice from construction until
-`close()`, which aborts whatever is still running (the engine frees its KV).
+A `Generation` holds an admission slot per choice, and its session (if any), from
+construction until `close()`, which aborts whatever is still running (the engine
+frees its KV) and releases the session, or ends it when asked to.
 Routes must close it on every path; closing is synchronous and idempotent so
 it also works inside a cancelled task.
 """
@@ -30,6 +31,8 @@ class Generation:
         plan: GenerationPlan,
         api_id: str,
         session_id: int | None = None,
+        owner: str | None = None,
+        end_session: bool = False,
     ) -> None:
         if session_id is not None and plan.num_choices > 1:
             raise APIError(400, "a request on a session_id must have exactly one choice (n=1, one prompt)",
@@ -37,17 +40,24 @@ class Generation:
         ctx.drain.check_accepting()
         engine = ctx.engine
         ctx.limiter.acquire(plan.num_choices)
+        if session_id is not None:
+            try:
+                ctx.open_session(session_id, owner)
+            except APIError:
+                ctx.limiter.release(plan.num_choices)
+                raise
         self._ctx = ctx
         self._plan = plan
         self._api_id = api_id
         self._session_id = session_id
+        self._end_session = end_session
         self._queue: asyncio.Queue = asyncio.Queue()
         self._remaining = plan.num_choices
         self._closed = False
         self._start = time.perf_counter()
         self._last_token_at: list[float | None] = [None] * plan.num_choices
         engine_ids = [f"{api_id}-{i}" for i in range(plan.num_choices)]
-        ctx.inflight.add(api_id, engine_ids, session_id)
+        ctx.inflight.add(api_id, engine_ids, session_id, owner)
         ctx.drain.register(self._stop)
         self._tasks = [
             asyncio.ensure_future(pump_choice(engine, plan, i, rid, session_id, self._queue, log))
@@ -95,7 +105,7 @@ class Generation:
         return self._plan.num_choices
 
     def close(self) -> None:
-        """Abort unfinished choices and give back the admission slots."""
+        """Abort unfinished choices, give back the admission slots, release (or end) the session."""
         if self._closed:
             return
         self._closed = True
@@ -104,6 +114,8 @@ class Generation:
         self._ctx.drain.unregister(self._stop)
         self._ctx.inflight.remove(self._api_id, self._session_id)
         self._ctx.limiter.release(self._plan.num_choices)
+        if self._session_id is not None:
+            self._ctx.release_session(self._session_id, self._end_session)
 
     async def aclose(self) -> None:
         self.close()

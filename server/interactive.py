@@ -1,4 +1,5 @@
-"""Stateful chat for `/v1/chat/interactive`: the server keeps each session's conversation.
+"""Stateful chat for `/v1/chat/interactive`: the server keeps each session's conversation
+(in its SessionEntry, so the session store bounds them too).
 
 The engine keeps the session's KV cache between turns; each turn sends it the
 whole conversation again and the engine prefills only what it has not cached.
@@ -10,6 +11,7 @@ from typing import Any
 
 from lmdeploy_sdk.messages import GenerationConfig
 from lmdeploy_sdk.server.schemas.native import InteractiveRequest
+from lmdeploy_sdk.server.sessions import SessionEntry
 from lmdeploy_sdk.server.translate import build_config, fold_seed, message_dicts
 
 
@@ -43,17 +45,14 @@ def turn_config(req: InteractiveRequest, prompt_len: int, session_len: int) -> G
     )
 
 
-def after_turn(
-    conversations: dict[int, Conversation],
-    session_id: int,
+def record_turn(
+    entry: SessionEntry | None,
     messages: list[dict[str, Any]],
     reply: str,
     total_tokens: int,
     finish_reason: str | None,
-    keep: bool,
 ) -> None:
-    """Record a finished turn (an aborted one leaves the conversation as it was)."""
-    if not keep:
-        conversations.pop(session_id, None)
-    elif finish_reason in ("stop", "length"):
-        conversations[session_id] = Conversation(messages + [{"role": "assistant", "content": reply}], total_tokens)
+    """Keep a finished turn in its session (an aborted one leaves the conversation as it was;
+    a session that ended meanwhile keeps nothing)."""
+    if entry is not None and finish_reason in ("stop", "length"):
+        entry.conversation = Conversation(messages + [{"role": "assistant", "content": reply}], total_tokens)

@@ -54,8 +54,17 @@ class EngineCollector(Collector):
         )
 
 
+class SessionCollector(Collector):
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(f"{PREFIX}_sessions", "Sessions the server keeps between requests",
+                                value=self._count())
+
+
 class ServerMetrics:
-    def __init__(self, stats: Callable[[], EngineStats | None]) -> None:
+    def __init__(self, stats: Callable[[], EngineStats | None], sessions: Callable[[], int] = lambda: 0) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             f"{PREFIX}_http_requests", "HTTP requests by method, route and status",
@@ -74,6 +83,7 @@ class ServerMetrics:
             buckets=_LATENCY_BUCKETS, registry=self.registry,
         )
         self.registry.register(EngineCollector(stats))
+        self.registry.register(SessionCollector(sessions))
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

@@ -15,19 +15,24 @@ from litestar.openapi.spec.enums import OpenAPIType
 from lmdeploy_sdk.server.schemas.common import ErrorResponse
 
 _DESCRIPTIONS = {
-    400: "Invalid request (malformed JSON, wrong types, values out of range, prompt too long)",
+    400: "Invalid request (malformed or too deeply nested JSON, wrong types, values out of range, prompt too "
+         "long, a Host header the server does not answer for)",
     401: "Missing or wrong API key",
-    404: "Unknown model",
+    404: "Unknown model, or a session that does not exist (or is another API key's)",
     409: "The session already has a running request",
+    413: "The body is larger than the server accepts",
+    415: "The body is not JSON (Content-Type must be application/json)",
     429: "The server is at capacity; retry after Retry-After seconds",
     499: "The client closed the connection",
     500: "Internal server error",
     503: "The server is loading or shutting down",
 }
-# Statuses any route may send: auth, a closed client, an internal fault, loading/shutdown.
-COMMON = (401, 499, 500, 503)
+# Statuses any route may send: Host check, auth, a closed client, an internal fault, loading/shutdown.
+COMMON = (400, 401, 499, 500, 503)
+# Statuses of the routes that take a JSON body.
+BODY = (413, 415) + COMMON
 # Statuses of the routes that run generation.
-GENERATION = (400, 404, 409, 429) + COMMON
+GENERATION = (404, 409, 429) + BODY
 
 
 def responses(success: type | None, statuses: tuple[int, ...] = COMMON) -> dict[int, ResponseSpec]:

@@ -55,11 +55,13 @@ async def unless_disconnected(request: Request, awaitable: Awaitable[T]) -> T:
 
 
 async def start_generation(
-    ctx: ServerContext, request: Request, plan: GenerationPlan, api_id: str, session_id: int | None = None
+    ctx: ServerContext, request: Request, plan: GenerationPlan, api_id: str, session_id: int | None = None,
+    end_session: bool = False,
 ) -> tuple[Generation, tuple[int, Response]]:
     """Admit and start a request, and wait for its first delta so that a request the engine
-    rejects still gets a proper HTTP status (not a stream that fails at once)."""
-    gen = Generation(ctx, plan, api_id, session_id)
+    rejects still gets a proper HTTP status (not a stream that fails at once).
+    end_session: end the session when the request ends (its KV cache is freed)."""
+    gen = Generation(ctx, plan, api_id, session_id, ctx.owner(request), end_session)
     try:
         first = await unless_disconnected(request, gen.next())
     except ServerDraining:

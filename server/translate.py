@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Iterable, Iterator, Protocol
+
+import msgspec
 
 from lmdeploy_sdk.messages import GenerationConfig
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest, ChatMessage
@@ -20,6 +22,8 @@ MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
 class PromptTokenizer(Protocol):
+    max_token_bytes: int  # an upper bound on the text bytes one token covers
+
     def encode_prompt(
         self, prompt: str | list[dict], do_preprocess: bool = True, tools: list[dict] | None = None
     ) -> list[int]: ...
@@ -64,8 +68,8 @@ def message_dicts(messages: list[ChatMessage] | str) -> list[dict[str, Any]]:
         d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
         if isinstance(m.content, list):
             d["content"] = [{"type": p.type, "text": p.text} for p in m.content]
-        else:
-            d["content"] = m.content
+        elif m.content is not msgspec.UNSET or m.tool_calls:
+            d["content"] = None if m.content is msgspec.UNSET else m.content
         if m.name is not None:
             d["name"] = m.name
         if m.tool_call_id is not None:
@@ -86,6 +90,39 @@ def _json_or_str(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+
+
+# Text normalization (e.g. NFC composing an accent) can shrink text; this covers it.
+_NORMALIZATION_SLACK = 2
+
+
+def check_text_fits(texts: Iterable[str], tokenizer: PromptTokenizer, session_len: int, param: str) -> None:
+    """Refuse, before tokenizing, text that cannot fit in session_len tokens (a few megabytes
+    would take seconds to tokenize only to be refused). Cheap: a str's length bounds its bytes."""
+    limit = session_len * tokenizer.max_token_bytes * _NORMALIZATION_SLACK
+    size = 0
+    for text in texts:
+        size += len(text)
+        if size > limit:
+            raise InvalidRequest(
+                f"the prompt is longer than {limit} characters, more than this model's session_len "
+                f"({session_len} tokens) can hold; shorten the prompt", param, "context_length_exceeded")
+
+
+def message_texts(messages: list[ChatMessage] | list[dict[str, Any]] | str) -> Iterator[str]:
+    """The text of every message (structs, dicts or LMDeploy's one-string form)."""
+    if isinstance(messages, str):
+        yield messages
+        return
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else m.content
+        if isinstance(content, str):
+            yield content
+        elif isinstance(content, list):
+            for part in content:
+                text = part.get("text") if isinstance(part, dict) else part.text
+                if isinstance(text, str):
+                    yield text
 
 
 def check_prompt_length(ids: list[int], session_len: int, param: str) -> None:
@@ -165,6 +202,9 @@ def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_le
             "only tool_choice 'auto' and 'none' are supported (no constrained decoding yet)",
             "tool_choice", "unsupported_parameter",
         )
+    if req.top_logprobs is not None and not req.logprobs:
+        raise InvalidRequest("top_logprobs needs logprobs=true", "top_logprobs")
+    check_text_fits(message_texts(req.messages), tokenizer, session_len, "messages")
     tools = None
     if req.tools and req.tool_choice != "none":
         tools = [{"type": t.type, "function": _function_dict(t.function)} for t in req.tools]
@@ -219,8 +259,12 @@ def completion_plan(req: CompletionRequest, tokenizer: PromptTokenizer, session_
     if req.echo and req.logprobs is not None:
         raise InvalidRequest("echo with logprobs is not supported (no prompt logprobs)", "echo",
                              "unsupported_parameter")
+    given = completion_prompts(req.prompt)
+    for p in given:
+        if isinstance(p, str):
+            check_text_fits([p], tokenizer, session_len, "prompt")
     prompts = []
-    for p in completion_prompts(req.prompt):
+    for p in given:
         try:
             ids = p if isinstance(p, list) else tokenizer.encode_prompt(p, do_preprocess=False)
         except ValueError as e:

@@ -87,10 +87,8 @@ def remote(base_url: str, api_key: str | None, model: str | None, timeout: float
     name = model or client.models.list().data[0].id
 
     def end_session(session_id: int) -> None:
-        # The server ends a session on an empty interactive turn with interactive_mode=false.
         with APIClient(base[: -len("/v1")], api_key) as api:
-            for _ in api.chat_interactive_v1("", session_id=session_id, interactive_mode=False):
-                pass
+            api.end_session(session_id)  # False (nothing to end) is fine
 
     def close() -> None:
         client.close()

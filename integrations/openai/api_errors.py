@@ -6,7 +6,6 @@ format as the one the `openai` client raises for the server's HTTP answer.
 """
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
@@ -34,7 +33,6 @@ _STATUS_CLASSES: dict[int, type[openai.APIStatusError]] = {
 }
 
 # msgspec names the offending field as "... - at `$.field[0].x`"
-_FIELD_PATH = re.compile(r"at `\$\.?([^`]*)`")
 
 
 def request_at(path: str) -> Any:
@@ -54,13 +52,6 @@ def status_error(
 
 def invalid_request_error(err: InvalidRequest, path: str) -> openai.APIStatusError:
     return status_error(400, err.message, path, err.param, err.code)
-
-
-def validation_error(err: msgspec.ValidationError, path: str) -> openai.APIStatusError:
-    """A body whose fields have the wrong type or range (the server's strict decoding, as a 400)."""
-    found = _FIELD_PATH.search(str(err))
-    param = found.group(1).split("[")[0].split(".")[0] if found and found.group(1) else None
-    return status_error(400, str(err), path, param, "invalid_request")
 
 
 def engine_status_error(error_code: int | None, error_message: str | None, path: str) -> openai.APIStatusError:

@@ -1,7 +1,8 @@
 """Run the choices of one request on the engine at once, their deltas merged in arrival order.
 
 `close()` cancels whatever still runs; the engine's generate() aborts those
-requests as it unwinds and frees their KV cache.
+requests as it unwinds and frees their KV cache. With `end_session`, close()
+also ends the request's session.
 """
 from __future__ import annotations
 
@@ -17,11 +18,16 @@ log = logging.getLogger("lmdeploy_sdk.integrations")
 
 
 class ChoiceRun:
-    def __init__(self, engine: AsyncEngine, plan: GenerationPlan, api_id: str, session_id: int | None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, plan: GenerationPlan, api_id: str, session_id: int | None,
+        end_session: bool = False,
+    ) -> None:
         if session_id is not None and plan.num_choices > 1:
             raise InvalidRequest("a request on a session_id must have exactly one choice (n=1, one prompt)",
                                  "session_id", "invalid_request")
         self._plan = plan
+        self._engine = engine
+        self._session_to_end = session_id if end_session else None
         self._queue: asyncio.Queue[tuple[int, Response]] = asyncio.Queue()
         self._remaining = plan.num_choices
         self._tasks = [
@@ -48,3 +54,6 @@ class ChoiceRun:
     def close(self) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._session_to_end is not None:
+            self._engine.end_session_nowait(self._session_to_end)
+            self._session_to_end = None

@@ -70,13 +70,11 @@ class InProcessAPI:
             raise status_error(404, f"model {model!r} does not exist; this server serves {served!r}",
                                path, param="model", code="model_not_found")
 
-    async def _start(
-        self, plan: GenerationPlan, api_id: str, session_id: int | None, path: str
-    ) -> tuple[ChoiceRun, Event]:
+    async def _start(self, plan: GenerationPlan, api_id: str, req: Any, path: str) -> tuple[ChoiceRun, Event]:
         """Start every choice and wait for the first delta, so a request the engine rejects
         raises its status error here rather than failing a stream at once."""
         try:
-            run = ChoiceRun(self.engine, plan, api_id, session_id)
+            run = ChoiceRun(self.engine, plan, api_id, req.session_id, req.end_session)
         except InvalidRequest as e:
             raise invalid_request_error(e, path) from None
         try:
@@ -107,12 +105,12 @@ class InProcessAPI:
         tokenizer = self.engine.tokenizer
         if not req.stream:
             async def answer() -> ChatCompletion:
-                run, first = await self._start(plan, api_id, req.session_id, CHAT_PATH)
+                run, first = await self._start(plan, api_id, req, CHAT_PATH)
                 accs = await collect(run, first, CHAT_PATH)
                 return _as_openai(chat_response(req, plan, accs, api_id, created, tokenizer), ChatCompletion)
 
             return await within(answer(), seconds, CHAT_PATH)
-        run, first = await within(self._start(plan, api_id, req.session_id, CHAT_PATH), seconds, CHAT_PATH)
+        run, first = await within(self._start(plan, api_id, req, CHAT_PATH), seconds, CHAT_PATH)
         chunks = run_chunks(chat_chunks(req, plan, events(run, first), api_id, created, tokenizer), run, CHAT_PATH)
         return AsyncChunkStream(_as_openai_chunks(chunks, ChatCompletionChunk), CHAT_PATH, seconds)
 
@@ -128,12 +126,12 @@ class InProcessAPI:
         created = int(time.time())
         if not req.stream:
             async def answer() -> Completion:
-                run, first = await self._start(plan, api_id, req.session_id, COMPLETIONS_PATH)
+                run, first = await self._start(plan, api_id, req, COMPLETIONS_PATH)
                 accs = await collect(run, first, COMPLETIONS_PATH)
                 return _as_openai(completion_response(req, plan, echoes, accs, api_id, created, tokenizer), Completion)
 
             return await within(answer(), seconds, COMPLETIONS_PATH)
-        run, first = await within(self._start(plan, api_id, req.session_id, COMPLETIONS_PATH), seconds,
+        run, first = await within(self._start(plan, api_id, req, COMPLETIONS_PATH), seconds,
                                   COMPLETIONS_PATH)
         chunks = run_chunks(completion_chunks(req, plan, echoes, events(run, first), api_id, created, tokenizer),
                             run, COMPLETIONS_PATH)

@@ -13,7 +13,9 @@ import msgspec
 import openai
 import pydantic
 
-from lmdeploy_sdk.integrations.openai.api_errors import status_error, validation_error
+from lmdeploy_sdk.integrations.openai.api_errors import status_error
+from lmdeploy_sdk.server.errors import APIError
+from lmdeploy_sdk.server.strict_body import convert_strictly
 
 T = TypeVar("T")
 
@@ -59,6 +61,6 @@ def parse_request(params: dict[str, Any], body_type: type[T], path: str) -> T:
     except (TypeError, msgspec.EncodeError) as e:
         raise status_error(400, f"request is not JSON-serializable: {e}", path, code="invalid_json") from None
     try:
-        return msgspec.json.decode(raw, type=body_type)
-    except msgspec.ValidationError as e:
-        raise validation_error(e, path) from None
+        return convert_strictly(msgspec.json.decode(raw), body_type)
+    except APIError as e:
+        raise status_error(e.status, e.message, path, e.param, e.code) from None

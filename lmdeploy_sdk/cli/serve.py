@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import random
 import sys
+from pathlib import Path
 
 from lmdeploy_sdk.cli.engine_args import add_engine_args, engine_config
 from lmdeploy_sdk.model_source import DEFAULT_MODEL
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+API_KEYS_ENV = "LMDEPLOY_SDK_API_KEYS"
 CLIENT_HELP = "Type a message. 'end' starts a new conversation, 'exit' quits."
 
 
@@ -24,7 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                      help=f"HF model directory or embedded model name (default: {DEFAULT_MODEL})")
     _add_listen_args(api, default_port=23333)
     api.add_argument("--model-name", default=None, help="the name clients use (default: from the model path)")
-    api.add_argument("--api-keys", nargs="+", default=None, help="accept only these Bearer keys")
+    api.add_argument("--api-keys", nargs="+", default=None,
+                     help=f"accept only these Bearer keys (also from --api-keys-file and ${API_KEYS_ENV})")
+    api.add_argument("--api-keys-file", default=None,
+                     help="a file of keys, one per line (keeps them out of the process list)")
     api.add_argument("--allow-origins", nargs="+", default=None, help="CORS: allowed origins ('*' for any)")
     api.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials")
     api.add_argument("--allow-methods", nargs="+", default=["*"], help="CORS: allowed methods")
@@ -34,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     api.add_argument("--shutdown-grace", type=float, default=30.0,
                      help="seconds running requests may take after SIGTERM (default 30)")
     api.add_argument("--disable-metrics", action="store_true", help="do not serve /metrics")
+    _add_session_args(api)
     add_engine_args(api)
     api.set_defaults(func=run_api_server)
 
@@ -51,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_listen_args(page, default_port=6006)
     page.add_argument("--api-key", default=None, help="key for the upstream api_server")
     page.add_argument("--model-name", default=None)
+    _add_session_args(page)
     add_engine_args(page)
     page.set_defaults(func=run_gradio)
 
@@ -66,7 +74,38 @@ def _help_of(parser: argparse.ArgumentParser):
 def _add_listen_args(p: argparse.ArgumentParser, default_port: int) -> None:
     p.add_argument("--server-name", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--server-port", type=int, default=default_port, help=f"port (default {default_port})")
+    p.add_argument("--allowed-hosts", nargs="+", default=None,
+                   help="Host header values to answer ('*' any, '*.example.com'); default: the loopback "
+                        "names when --server-name is a loopback address, any host otherwise")
     p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, type=str.upper)
+
+
+def _add_session_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-sessions", type=int, default=10_000,
+                   help="sessions kept between requests; the least recently used idle one ends first (default 10000)")
+    p.add_argument("--session-ttl", type=float, default=3600.0,
+                   help="seconds an idle session is kept (default 3600)")
+
+
+def _listen_settings(args: argparse.Namespace) -> dict:
+    """The ServerSettings fields every serving command shares."""
+    from lmdeploy_sdk.server.allowed_hosts import default_allowed_hosts
+
+    hosts = args.allowed_hosts if args.allowed_hosts is not None else default_allowed_hosts(args.server_name)
+    return dict(allowed_hosts=tuple(hosts), max_sessions=args.max_sessions, session_ttl_s=args.session_ttl)
+
+
+def api_keys(args: argparse.Namespace) -> tuple[str, ...]:
+    """--api-keys, then the lines of --api-keys-file, then $LMDEPLOY_SDK_API_KEYS (comma or space separated)."""
+    keys = list(args.api_keys or ())
+    if args.api_keys_file:
+        try:
+            lines = Path(args.api_keys_file).read_text(encoding="utf-8").splitlines()
+        except OSError as e:
+            raise ValueError(f"--api-keys-file {args.api_keys_file!r}: {e.strerror or e}") from None
+        keys += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    keys += os.environ.get(API_KEYS_ENV, "").replace(",", " ").split()
+    return tuple(dict.fromkeys(keys))
 
 
 def _setup_logging(level: str) -> None:
@@ -96,7 +135,7 @@ def run_api_server(args: argparse.Namespace) -> int:
 
     _setup_logging(args.log_level)
     settings = ServerSettings(
-        api_keys=tuple(args.api_keys or ()),
+        api_keys=api_keys(args),
         allow_origins=tuple(args.allow_origins or ()),
         allow_credentials=args.allow_credentials,
         allow_methods=tuple(args.allow_methods),
@@ -104,6 +143,7 @@ def run_api_server(args: argparse.Namespace) -> int:
         max_concurrent_requests=args.max_concurrent_requests,
         shutdown_grace_s=args.shutdown_grace,
         disable_metrics=args.disable_metrics,
+        **_listen_settings(args),
     )
     return _serve_engine(args.model, args, settings)
 
@@ -119,7 +159,7 @@ def run_gradio(args: argparse.Namespace) -> int:
         app = create_page_app(target, args.api_key)
         run_server(app, args.server_name, args.server_port, args.log_level)
         return 0
-    return _serve_engine(target, args, ServerSettings(chat_page_at_root=True))
+    return _serve_engine(target, args, ServerSettings(chat_page_at_root=True, **_listen_settings(args)))
 
 
 def run_api_client(args: argparse.Namespace) -> int:

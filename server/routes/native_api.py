@@ -5,27 +5,30 @@ import uuid
 from typing import AsyncIterator
 
 import msgspec
-from litestar import Request, Response, post
-from litestar.params import JSONBody
+from litestar import Request, Response, delete, post
+from litestar.params import FromPath, JSONBody
 
 from lmdeploy_sdk.server.assemble import ChoiceAccumulator
-from lmdeploy_sdk.server.context import ContextDep, ServerContext
+from lmdeploy_sdk.server.context import ContextDep, ServerContext, session_not_found
 from lmdeploy_sdk.server.drain import ServerDraining, draining_error
 from lmdeploy_sdk.server.errors import engine_error
 from lmdeploy_sdk.server.generation import Generation
-from lmdeploy_sdk.server.interactive import after_turn, new_messages, turn_config
-from lmdeploy_sdk.server.openapi_docs import COMMON, GENERATION, NDJSONOperation, SSEOperation, responses
+from lmdeploy_sdk.server.interactive import new_messages, record_turn, turn_config
+from lmdeploy_sdk.server.offload import in_worker
+from lmdeploy_sdk.server.openapi_docs import BODY, COMMON, GENERATION, NDJSONOperation, SSEOperation, responses
 from lmdeploy_sdk.server.schemas.native import (
     AbortRequest,
     AbortResponse,
     EncodeRequest,
     EncodeResponse,
+    EndSessionResponse,
     GenerateMeta,
     GenerateRequest,
     GenerateResponse,
     InteractiveRequest,
     InteractiveResponse,
 )
+from lmdeploy_sdk.server.sessions import SessionNotFound
 from lmdeploy_sdk.server.streaming import (
     SSE_DONE,
     collect,
@@ -42,13 +45,19 @@ from lmdeploy_sdk.server.translate import (
     InvalidRequest,
     build_config,
     check_prompt_length,
+    check_text_fits,
     fold_seed,
+    message_texts,
 )
 
 
-def _encode(ctx: ServerContext, prompt, do_preprocess: bool, param: str) -> list[int]:
+async def _encode(ctx: ServerContext, prompt, do_preprocess: bool, param: str) -> list[int]:
+    """A prompt's ids, refused early if its text cannot fit in session_len, tokenized off the loop."""
+    engine = ctx.engine
+    texts = [prompt] if isinstance(prompt, str) else message_texts(prompt)
+    check_text_fits(texts, engine.tokenizer, engine.session_len, param)
     try:
-        return ctx.engine.tokenizer.encode_prompt(prompt, do_preprocess=do_preprocess)
+        return await in_worker(engine.tokenizer.encode_prompt, prompt, do_preprocess=do_preprocess)
     except ValueError as e:
         raise InvalidRequest(str(e), param) from e
 
@@ -58,8 +67,10 @@ def _encode(ctx: ServerContext, prompt, do_preprocess: bool, param: str) -> list
 async def chat_interactive(data: JSONBody[InteractiveRequest], request: Request, ctx: ContextDep) -> Response:
     data = await strict_body(request, InteractiveRequest)
     engine = ctx.engine
-    sid = data.session_id if data.session_id != -1 else ctx.new_session_id()
-    conv = ctx.conversations.get(sid)
+    owner = ctx.owner(request)
+    sid = data.session_id if data.session_id != -1 else ctx.sessions.new_id()
+    entry = ctx.session(sid, owner)
+    conv = entry.conversation if entry is not None else None
     history_tokens = conv.tokens if conv else 0
 
     def answer(text: str, tokens: int, input_tokens: int, finish: str | None) -> InteractiveResponse:
@@ -69,35 +80,38 @@ async def chat_interactive(data: JSONBody[InteractiveRequest], request: Request,
     if data.cancel:
         api_id = ctx.inflight.by_session.get(sid)
         if api_id is not None:
-            await ctx.abort(api_id)
+            await ctx.abort(api_id, owner)
         return Response(answer("", 0, 0, "abort"))
     turn = new_messages(data)
     if not turn:  # nothing to say: with interactive_mode=false this ends the session
-        if not data.interactive_mode:
-            ctx.conversations.pop(sid, None)
-            await engine.end_session(sid)
+        if not data.interactive_mode and entry is not None:
+            ctx.end_session(sid)
         return Response(answer("", 0, 0, "stop"))
     messages = (conv.messages if conv else []) + turn
-    ids = _encode(ctx, messages, True, "prompt")
+    ids = await _encode(ctx, messages, True, "prompt")
     check_prompt_length(ids, engine.session_len, "prompt")
     plan = GenerationPlan([ids], [turn_config(data, len(ids), engine.session_len)], [0])
     # A one-off turn with no history needs no engine session; otherwise reuse the session's KV.
-    engine_session = sid if (data.interactive_mode or conv is not None) else None
-    gen, first = await start_generation(ctx, request, plan, f"interactive-{uuid.uuid4().hex}", engine_session)
+    engine_session = sid if (data.interactive_mode or entry is not None) else None
+    gen, first = await start_generation(ctx, request, plan, f"interactive-{uuid.uuid4().hex}", engine_session,
+                                        end_session=not data.interactive_mode)
     input_tokens = max(len(ids) - history_tokens, 0)
 
-    async def finish(acc: ChoiceAccumulator) -> None:
-        after_turn(ctx.conversations, sid, messages, acc.text, len(ids) + acc.generated, acc.finish_reason,
-                   data.interactive_mode)
-        if not data.interactive_mode and engine_session is not None:
-            await engine.end_session(sid)
+    def finish(acc: ChoiceAccumulator) -> None:
+        if not data.interactive_mode:
+            return
+        try:
+            entry = ctx.sessions.get(sid, owner)
+        except SessionNotFound:  # evicted meanwhile, and the id taken by another key
+            entry = None
+        record_turn(entry, messages, acc.text, len(ids) + acc.generated, acc.finish_reason)
 
     if data.stream:
         return ndjson_stream(_interactive_lines(gen, first, answer, input_tokens, finish), gen)
     acc = ChoiceAccumulator()
     for delta in (await collect(request, gen, first))[0]:
         acc.add(delta)
-    await finish(acc)
+    finish(acc)
     return Response(answer(acc.text, acc.generated, input_tokens, acc.finish_reason))
 
 
@@ -110,28 +124,31 @@ async def _interactive_lines(gen: Generation, first, answer, input_tokens: int, 
                 return
             acc.add(resp)
             yield msgspec.json.encode(answer(resp.text, acc.generated, input_tokens, resp.finish_reason)) + b"\n"
-        await finish(acc)
+        finish(acc)
     except ServerDraining:
         yield msgspec.json.encode(draining_error().body()) + b"\n"
     finally:
         gen.close()
 
 
-@post("/v1/encode", status_code=200, responses=responses(EncodeResponse, (400,) + COMMON),
+@post("/v1/encode", status_code=200, responses=responses(EncodeResponse, BODY),
       summary="Tokenize text (LMDeploy)")
 async def encode(data: JSONBody[EncodeRequest], request: Request, ctx: ContextDep) -> Response:
     data = await strict_body(request, EncodeRequest)
     tokenizer = ctx.engine.tokenizer
 
     def one(text: str) -> list[int]:
-        if data.do_preprocess:
-            return _encode(ctx, text, True, "input")
-        return tokenizer.encode(text, add_special_tokens=data.add_bos)
+        if not data.do_preprocess:
+            return tokenizer.encode(text, add_special_tokens=data.add_bos)
+        try:
+            return tokenizer.encode_prompt(text, do_preprocess=True)
+        except ValueError as e:
+            raise InvalidRequest(str(e), "input") from e
 
     if isinstance(data.input, str):
-        ids = one(data.input)
+        ids = await in_worker(one, data.input)
         return Response(EncodeResponse(input_ids=ids, length=len(ids)))
-    batch = [one(t) for t in data.input]
+    batch = await in_worker(lambda: [one(t) for t in data.input])
     return Response(EncodeResponse(input_ids=batch, length=[len(ids) for ids in batch]))
 
 
@@ -142,8 +159,8 @@ async def generate(data: JSONBody[GenerateRequest], request: Request, ctx: Conte
     engine = ctx.engine
     if (data.prompt is None) == (data.input_ids is None):
         raise InvalidRequest("give exactly one of 'prompt' and 'input_ids'", "prompt")
-    ids = list(data.input_ids) if data.input_ids is not None else _encode(ctx, data.prompt, data.do_preprocess,
-                                                                          "prompt")
+    ids = list(data.input_ids) if data.input_ids is not None else await _encode(ctx, data.prompt,
+                                                                                data.do_preprocess, "prompt")
     if not ids:
         raise InvalidRequest("input_ids must not be empty", "input_ids")
     check_prompt_length(ids, engine.session_len, "prompt")
@@ -155,7 +172,8 @@ async def generate(data: JSONBody[GenerateRequest], request: Request, ctx: Conte
         logprobs=0 if data.return_logprob else None,
     )
     plan = GenerationPlan([ids], [config], [0])
-    gen, first = await start_generation(ctx, request, plan, f"gen-{uuid.uuid4().hex}", data.session_id)
+    gen, first = await start_generation(ctx, request, plan, f"gen-{uuid.uuid4().hex}", data.session_id,
+                                        data.end_session)
     if data.stream:
         return sse_stream(_generate_events(gen, first, len(ids), data.return_logprob), gen)
     acc = ChoiceAccumulator()
@@ -188,23 +206,35 @@ async def _generate_events(gen: Generation, first, prompt_len: int, want_lps: bo
     yield SSE_DONE
 
 
-@post("/abort_request", status_code=200, responses=responses(AbortResponse, (400,) + COMMON),
+@post("/abort_request", status_code=200, responses=responses(AbortResponse, (404,) + BODY),
       summary="Abort running requests by id, by session, or all (LMDeploy)")
 async def abort_request(data: JSONBody[AbortRequest], request: Request, ctx: ContextDep) -> Response:
     data = await strict_body(request, AbortRequest)
+    owner = ctx.owner(request)  # with API keys, a key aborts only its own requests
     if data.abort_all:
-        targets = list(ctx.inflight.by_api_id)
+        targets = ctx.inflight.owned_by(owner)
     elif data.request_id is not None:
         targets = [data.request_id]
     elif data.session_id is not None:
+        ctx.session(data.session_id, owner)  # 404 for another key's session
         api_id = ctx.inflight.by_session.get(data.session_id)
         targets = [api_id] if api_id is not None else []
     else:
         raise InvalidRequest("give request_id, session_id or abort_all=true", "request_id")
     aborted = 0
     for api_id in targets:
-        aborted += await ctx.abort(api_id)
+        aborted += await ctx.abort(api_id, owner)
     return Response(AbortResponse(aborted=aborted))
 
 
-ROUTES = [chat_interactive, encode, generate, abort_request]
+@delete("/v1/sessions/{session_id:int}", status_code=200,
+        responses=responses(EndSessionResponse, (404,) + COMMON),
+        summary="End a session: abort its running request and free its KV cache")
+async def end_session(session_id: FromPath[int], request: Request, ctx: ContextDep) -> Response:
+    if ctx.session(session_id, ctx.owner(request)) is None:
+        raise session_not_found(session_id)
+    ctx.end_session(session_id)
+    return Response(EndSessionResponse(session_id=session_id, ended=True))
+
+
+ROUTES = [chat_interactive, encode, generate, abort_request, end_session]

@@ -23,6 +23,7 @@ from lmdeploy_sdk.server.openai_bodies import (
     echo_texts,
     serves_model,
 )
+from lmdeploy_sdk.server.offload import in_worker
 from lmdeploy_sdk.server.openapi_docs import COMMON, GENERATION, SSEOperation, responses
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest, ChatCompletionResponse
 from lmdeploy_sdk.server.schemas.completions import CompletionRequest, CompletionResponse, ModelCard, ModelList
@@ -60,10 +61,10 @@ async def chat_completions(data: JSONBody[ChatCompletionRequest], request: Reque
     data = await strict_body(request, ChatCompletionRequest)
     engine = ctx.engine
     check_model(ctx, data.model)
-    plan = chat_plan(data, engine.tokenizer, engine.session_len)
+    plan = await in_worker(chat_plan, data, engine.tokenizer, engine.session_len)
     api_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    gen, first = await start_generation(ctx, request, plan, api_id, data.session_id)
+    gen, first = await start_generation(ctx, request, plan, api_id, data.session_id, data.end_session)
     if data.stream:
         chunks = chat_chunks(data, plan, events(gen, first), api_id, created, engine.tokenizer)
         return sse_stream(_sse(chunks, gen), gen)
@@ -92,11 +93,11 @@ async def completions(data: JSONBody[CompletionRequest], request: Request, ctx: 
     data = await strict_body(request, CompletionRequest)
     engine = ctx.engine
     check_model(ctx, data.model)
-    plan = completion_plan(data, engine.tokenizer, engine.session_len)
-    echoes = echo_texts(data, engine.tokenizer)
+    plan = await in_worker(completion_plan, data, engine.tokenizer, engine.session_len)
+    echoes = await in_worker(echo_texts, data, engine.tokenizer)
     api_id = f"cmpl-{uuid.uuid4().hex}"
     created = int(time.time())
-    gen, first = await start_generation(ctx, request, plan, api_id, data.session_id)
+    gen, first = await start_generation(ctx, request, plan, api_id, data.session_id, data.end_session)
     if data.stream:
         chunks = completion_chunks(data, plan, echoes, events(gen, first), api_id, created, engine.tokenizer)
         return sse_stream(_sse(chunks, gen), gen)

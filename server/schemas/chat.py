@@ -10,11 +10,15 @@ import msgspec
 from msgspec import Meta
 
 from lmdeploy_sdk.server.schemas.common import FinishReason, StreamOptions, Usage
+from lmdeploy_sdk.server.sessions import MAX_SESSION_ID
 
 # Largest n (choices per request) we accept: each choice is a sequence in the engine.
 MAX_N = 64
 
-NonNegativeInt = Annotated[int, Meta(ge=0)]
+# Token counts, top_k and token ids: beyond int32 they mean nothing to the engine.
+NonNegativeInt = Annotated[int, Meta(ge=0, le=2**31 - 1)]
+# A session the client names (the server picks random ids below the same bound: exact in JavaScript).
+SessionId = Annotated[int, Meta(ge=0, le=MAX_SESSION_ID)]
 # Penalties far outside this range overflow float32 logits; they are rejected rather than sampled as NaN.
 RepetitionPenalty = Annotated[float, Meta(ge=1e-6, le=1e6)]
 # Any int64 seed is accepted; choice i of a request uses (seed + i) folded into 64 bits.
@@ -49,8 +53,11 @@ class ToolCallDelta(msgspec.Struct, kw_only=True):
 
 
 class ChatMessage(msgspec.Struct, kw_only=True):
+    """content may be null (OpenAI's schema allows it); it may be left out only on an
+    assistant turn that calls tools."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[ContentPart] | None = None
+    content: str | list[ContentPart] | None | msgspec.UnsetType = msgspec.UNSET
     name: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
@@ -110,7 +117,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     min_new_tokens: NonNegativeInt | None = None
-    session_id: int | None = None
+    session_id: SessionId | None = None
+    end_session: bool = False  # end the session (free its KV cache) when this request ends
     renew_session: bool = False  # LMDeploy's legacy field, which it ignores too
 
 

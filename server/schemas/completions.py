@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from lmdeploy_sdk.server.schemas.chat import MAX_N, NonNegativeInt, RepetitionPenalty, Seed
+from lmdeploy_sdk.server.schemas.chat import MAX_N, NonNegativeInt, RepetitionPenalty, Seed, SessionId
 from lmdeploy_sdk.server.schemas.common import FinishReason, StreamOptions, Usage
 
 
@@ -37,7 +37,8 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     ignore_eos: bool = False
     skip_special_tokens: bool = True
     min_new_tokens: NonNegativeInt | None = None
-    session_id: int | None = None
+    session_id: SessionId | None = None
+    end_session: bool = False  # end the session (free its KV cache) when this request ends
 
 
 class CompletionLogprobs(msgspec.Struct, kw_only=True):

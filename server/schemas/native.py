@@ -6,7 +6,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from lmdeploy_sdk.server.schemas.chat import ChatMessage, NonNegativeInt, RepetitionPenalty, Seed
+from lmdeploy_sdk.server.schemas.chat import ChatMessage, NonNegativeInt, RepetitionPenalty, Seed, SessionId
+from lmdeploy_sdk.server.sessions import MAX_SESSION_ID
 
 
 class InteractiveRequest(msgspec.Struct, kw_only=True):
@@ -14,11 +15,11 @@ class InteractiveRequest(msgspec.Struct, kw_only=True):
 
     interactive_mode=true keeps the session for the next turn; false ends it after this
     turn (an empty prompt with false just ends it). cancel=true stops the session's
-    running request. session_id=-1 picks a fresh session.
+    running request. session_id=-1 picks a fresh session (a random id, in the answer).
     """
 
     prompt: str | list[ChatMessage] = ""
-    session_id: int = -1
+    session_id: Annotated[int, Meta(ge=-1, le=MAX_SESSION_ID)] = -1
     interactive_mode: bool = False
     stream: bool = False
     stop: str | list[str] | None = None
@@ -64,7 +65,8 @@ class GenerateRequest(msgspec.Struct, kw_only=True):
     prompt: str | None = None
     input_ids: list[NonNegativeInt] | None = None
     do_preprocess: bool = False
-    session_id: int | None = None
+    session_id: SessionId | None = None
+    end_session: bool = False  # end the session (free its KV cache) when this request ends
     stream: bool = False
     max_tokens: NonNegativeInt = 128
     stop: str | list[str] | None = None
@@ -99,15 +101,21 @@ class GenerateResponse(msgspec.Struct, kw_only=True):
 
 
 class AbortRequest(msgspec.Struct, kw_only=True):
-    """Stop running requests: by the id the API returned, by session, or all of them."""
+    """Stop running requests: by the id the API returned, by session, or all of them
+    (with API keys: all of the caller's key)."""
 
     request_id: str | None = None
-    session_id: int | None = None
+    session_id: SessionId | None = None
     abort_all: bool = False
 
 
 class AbortResponse(msgspec.Struct, kw_only=True):
     aborted: int
+
+
+class EndSessionResponse(msgspec.Struct, kw_only=True):
+    session_id: int
+    ended: bool
 
 
 class HealthResponse(msgspec.Struct, kw_only=True):

@@ -134,7 +134,7 @@ def test_errors_equal_server(shim, real, kind, params, error):
 
 
 @pytest.mark.parametrize("params", [
-    dict(max_tokens=-1), dict(max_tokens="3"), dict(temperature=True), dict(n=1.0),
+    dict(max_tokens=-1), dict(max_tokens="3"), dict(temperature=True), dict(n=1.5),
     dict(messages=[{"role": "robot", "content": "x"}]), dict(messages=[]),
     dict(stream_options={"include_usage": "yes"}),
 ])
@@ -171,6 +171,16 @@ def test_session_reuses_kv_across_turns(shim, tiny_pipe):
     shim.end_session(77)
     stats = _settled(tiny_pipe.async_engine)
     assert stats.blocks_free == stats.blocks_total
+
+
+def test_end_session_field_ends_it_after_the_request(shim, tiny_pipe):
+    """The server's `end_session` extension works in-process too."""
+    turn = dict(model="tiny-llama", messages=HELLO, temperature=0, max_tokens=2)
+    shim.chat.completions.create(**turn, extra_body={"session_id": 78})
+    assert tiny_pipe.async_engine.stats().sessions >= 1
+    shim.chat.completions.create(**turn, extra_body={"session_id": 78, "end_session": True})
+    stats = _settled(tiny_pipe.async_engine)
+    assert stats.blocks_free == stats.blocks_total and stats.sessions == 0
 
 
 def test_closing_a_stream_early_frees_the_engine(shim, tiny_pipe):

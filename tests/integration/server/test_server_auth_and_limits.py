@@ -25,7 +25,7 @@ def keyed(tiny_engine):
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{file_path:path}", "chat.js").replace("{path:str}", "swagger")
+    return path.replace("{file_path:path}", "chat.js").replace("{path:str}", "swagger").replace("{session_id:int}", "1")
 
 
 def test_public_routes_are_exactly_the_expected_ones(keyed):

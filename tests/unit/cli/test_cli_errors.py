@@ -20,6 +20,9 @@ CASES = [
     (["chat", "--max-batch-size", "0"], "max_batch_size=0"),
     (["serve", "api_server", "/no/such/model/dir"], "/no/such/model/dir"),
     (["serve", "gradio", "--tp", "2"], "tp=2"),
+    (["serve", "api_server", "--api-keys-file", "/no/such/keys.txt"], "/no/such/keys.txt"),
+    (["serve", "api_server", "--max-sessions", "0"], "max_sessions=0"),
+    (["serve", "gradio", "--session-ttl", "0"], "session_ttl_s=0"),
 ]
 
 

@@ -10,8 +10,9 @@ from lmdeploy_sdk.server.schemas.common import ErrorResponse
 
 
 @pytest.mark.parametrize("headers, token", [
-    ([(b"authorization", b"Bearer abc")], "abc"),
-    ([(b"Authorization", b"bearer  abc ")], "abc"),
+    ([(b"authorization", b"Bearer abc")], b"abc"),
+    ([(b"Authorization", b"bearer  abc ")], b"abc"),
+    ([(b"authorization", "Bearer ключ".encode())], "ключ".encode()),
     ([(b"authorization", b"Basic abc")], None),
     ([(b"x-api-key", b"abc")], None),
     ([], None),

@@ -6,8 +6,8 @@ import pytest
 from litestar import Litestar, Request, post
 from litestar.testing import TestClient
 
-from lmdeploy_sdk.server.errors import EXCEPTION_HANDLERS
-from lmdeploy_sdk.server.strict_body import strict_body
+from lmdeploy_sdk.server.errors import EXCEPTION_HANDLERS, APIError
+from lmdeploy_sdk.server.strict_body import convert_strictly, strict_body
 
 
 class Body(msgspec.Struct):
@@ -46,3 +46,28 @@ def test_coercible_values_are_refused(client, body, param):
 def test_malformed_json(client):
     resp = client.post("/echo", content=b"{", headers={"content-type": "application/json"})
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "invalid_json"
+
+
+class Nested(msgspec.Struct):
+    counts: list[int] = []
+    inner: Body | None = None
+    ratio: float = 0.0
+
+
+@pytest.mark.parametrize("body, expected", [
+    ({"counts": [1.0, 2, 3.0]}, Nested(counts=[1, 2, 3])),
+    ({"inner": {"count": 4.0}}, Nested(inner=Body(count=4))),
+    ({"ratio": 2}, Nested(ratio=2.0)),
+])
+def test_integral_floats_are_integers(body, expected):
+    """JSON Schema's rule: 1.0 is an integer (clients that write every number as a float)."""
+    assert convert_strictly(body, Nested) == expected
+
+
+@pytest.mark.parametrize("body, param", [
+    ({"counts": [1.5]}, "counts"), ({"inner": {"count": 1e400}}, "inner"), ({"counts": [float("nan")]}, "counts"),
+])
+def test_other_floats_still_fail(body, param):
+    with pytest.raises(APIError) as err:
+        convert_strictly(body, Nested)
+    assert err.value.status == 400 and err.value.param == param

@@ -85,7 +85,9 @@ def test_n_choices_get_consecutive_seeds(tokenizer):
 def test_logprobs_request(tokenizer):
     assert chat_plan(chat(logprobs=True, top_logprobs=4), tokenizer, SESSION_LEN).configs[0].logprobs == 4
     assert chat_plan(chat(logprobs=True), tokenizer, SESSION_LEN).configs[0].logprobs == 0
-    assert chat_plan(chat(top_logprobs=4), tokenizer, SESSION_LEN).configs[0].logprobs is None
+    with pytest.raises(InvalidRequest) as err:  # OpenAI's rule; it was silently ignored
+        chat_plan(chat(top_logprobs=4), tokenizer, SESSION_LEN)
+    assert err.value.param == "top_logprobs"
 
 
 @pytest.mark.parametrize("fields, param, code", [
