@@ -20,6 +20,7 @@ from lmdeploy_sdk.engine.engine import EngineStats
 from lmdeploy_sdk.engine.factory import LoadedModel, load
 from lmdeploy_sdk.engine.request import Request, error_response
 from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.guided import grammar_spec
 from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
 
 
@@ -96,6 +97,9 @@ class AsyncEngine:
             raise ValueError(f"AsyncEngine.generate runs one sequence; got n={gen_config.n} (fan out n yourself)")
         try:
             ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+            spec = grammar_spec(gen_config.response_format)
+            # compiling a new grammar takes milliseconds: not on the event loop
+            grammar = None if spec is None else await asyncio.to_thread(self.tokenizer.grammars.matcher, spec)
         except (ValueError, TypeError) as e:
             yield error_response(ErrorCode.INVALID_REQUEST, str(e))
             return
@@ -106,7 +110,7 @@ class AsyncEngine:
         def emit(resp: Response) -> None:
             mailbox.post(queue, resp)
 
-        self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id))
+        self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id, grammar))
         finished = False
         try:
             while not finished:

@@ -10,6 +10,8 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from lmdeploy_sdk.guided.spec import grammar_spec
+
 
 def _check(cond: bool, field_name: str, value: Any, rule: str) -> None:
     if not cond:
@@ -61,6 +63,8 @@ class GenerationConfig:
     logprobs: int | None = None
     response_format: dict | None = None
     include_stop_str_in_output: bool = False
+    # OpenAI's logit_bias: token id -> a value in [-100, 100] added to its logit before sampling
+    logit_bias: dict[int, float] | None = None
 
     def __post_init__(self):
         _check(isinstance(self.n, int) and self.n > 0, "n", self.n, "must be an int > 0")
@@ -89,6 +93,15 @@ class GenerationConfig:
                 setattr(self, name, [v])
             elif v is not None:
                 _check(all(isinstance(t, int) and t >= 0 for t in v), name, v, "must be token ids >= 0")
+
+        grammar_spec(self.response_format)  # ValueError now for a malformed response_format
+        if self.logit_bias is not None:
+            _check(isinstance(self.logit_bias, dict), "logit_bias", self.logit_bias, "must be a dict {token_id: bias}")
+            for token, bias in self.logit_bias.items():
+                _check(isinstance(token, int) and not isinstance(token, bool) and token >= 0, "logit_bias",
+                       token, "keys must be token ids (ints >= 0)")
+                _check(isinstance(bias, (int, float)) and -100 <= bias <= 100, "logit_bias", bias,
+                       "values must be numbers in [-100, 100]")
 
     @property
     def greedy(self) -> bool:

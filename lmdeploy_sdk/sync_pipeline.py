@@ -22,6 +22,7 @@ from lmdeploy_sdk.engine.factory import LoadedModel, load
 from lmdeploy_sdk.engine.request import Request, error_response
 from lmdeploy_sdk.engine.scoring import score
 from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.guided import grammar_spec
 from lmdeploy_sdk.messages import ChatTemplateConfig, GenerationConfig, Response, TurbomindEngineConfig
 from lmdeploy_sdk.session import Session
 
@@ -122,8 +123,11 @@ class Pipeline:
         """Submit n requests for one prompt; outputs go to `out` as (request_id, index, delta),
         or with stream=False as (request_id, index, whole response) once each finishes."""
         rids = []
+        spec = grammar_spec(cfg.response_format)
         try:
             ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+            if spec is not None:
+                self.tokenizer.grammars.matcher(spec)  # compile (or find) it here, not on the engine thread
         except (ValueError, TypeError) as e:
             ids, err = None, str(e)
         for j in range(cfg.n):
@@ -138,7 +142,9 @@ class Pipeline:
             def emit(resp: Response, rid=rid) -> None:
                 out.put((rid, index, resp))
 
-            self._engine.submit(Request(rid, ids, one, emit if stream else _FoldDeltas(rid, index, out), session_id))
+            grammar = self.tokenizer.grammars.matcher(spec) if spec is not None else None
+            sink = emit if stream else _FoldDeltas(rid, index, out)
+            self._engine.submit(Request(rid, ids, one, sink, session_id, grammar))
         return rids
 
     def _run(self, items: list[Any], cfgs: list[GenerationConfig], do_preprocess: bool,

@@ -15,6 +15,7 @@ from typing import Any
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from lmdeploy_sdk.detokenizer import IncrementalDetokenizer
+from lmdeploy_sdk.guided.compiler import GrammarCompiler
 from lmdeploy_sdk.messages import ChatTemplateConfig
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -99,6 +100,16 @@ class Tokenizer:
         (Vocabulary strings are byte-level or SentencePiece forms, never shorter than their text.)"""
         return max(len(t.encode("utf-8")) for t in self.hf.get_vocab())
 
+    @property
+    def chat_template(self) -> str | None:
+        """The Jinja chat template in use: the configured one, else the tokenizer's own."""
+        return self.chat_template_config.chat_template or self.hf.chat_template
+
+    @functools.cached_property
+    def grammars(self) -> GrammarCompiler:
+        """Compiles response formats against this vocabulary (guided decoding); caches them."""
+        return GrammarCompiler(self.hf, self.eos_token_ids)
+
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         if not isinstance(text, str):
             raise ValueError(f"text to encode must be a str, got {type(text).__name__}")
@@ -121,7 +132,7 @@ class Tokenizer:
         system = self.chat_template_config.default_system
         if system is not None and not any(m["role"] == "system" for m in conversation):
             conversation.insert(0, {"role": "system", "content": system})
-        template = self.chat_template_config.chat_template or self.hf.chat_template
+        template = self.chat_template
         if not template:
             raise ValueError(
                 f"the tokenizer in {str(self.model_dir)!r} has no chat template; pass one with "

@@ -87,6 +87,8 @@ def _validation_message(exc: ValidationException) -> tuple[str, str | None]:
     if isinstance(extra, list) and extra and isinstance(extra[0], dict):
         first = extra[0]
         key = first.get("key")
+        if isinstance(key, str):  # msgspec writes a mapping's value as `[...]`: name the mapping
+            key = key.replace("[...]", "")
         message = str(first.get("message", exc.detail))
         if key == _BODY_PARAM:  # the body as a whole is not an object
             detail = f": {message}" if message.startswith("Expected") else ""

@@ -62,11 +62,6 @@ def accumulate(per_choice: Iterable[Iterable[Response]]) -> list[ChoiceAccumulat
     return accs
 
 
-def uses_tools(req: ChatCompletionRequest) -> bool:
-    """Whether generated text is parsed for tool calls."""
-    return bool(req.tools) and req.tool_choice != "none"
-
-
 def usage(plan: GenerationPlan, accs: list[ChoiceAccumulator]) -> Usage:
     return plan_usage(plan.prompt_tokens, accs, first_choices(plan.prompt_of_choice))
 
@@ -78,7 +73,8 @@ def chat_response(
     top_k = req.top_logprobs or 0
     choices = []
     for i, acc in enumerate(accs):
-        content, calls = split_tool_calls(acc.text) if uses_tools(req) else (acc.text, [])
+        fmt = plan.tool_format
+        content, calls = split_tool_calls(fmt, acc.text) if fmt is not None else (acc.text, [])
         choices.append(ChatChoice(
             index=i,
             message=AssistantMessage(content=content if content or not calls else None, tool_calls=calls or None),
@@ -96,7 +92,8 @@ async def chat_chunks(
     """A role chunk per choice, a chunk per delta, then usage if asked; ChoiceFailed on an error delta."""
     top_k = req.top_logprobs or 0
     accs = [ChoiceAccumulator() for _ in range(plan.num_choices)]
-    tools = [ToolCallStream() for _ in range(plan.num_choices)] if uses_tools(req) else None
+    fmt = plan.tool_format
+    tools = [ToolCallStream(fmt) for _ in range(plan.num_choices)] if fmt is not None else None
 
     def chunk(choices: list[ChatStreamChoice], usage: Usage | None = None) -> ChatCompletionChunk:
         return ChatCompletionChunk(id=api_id, created=created, model=req.model, choices=choices, usage=usage)
@@ -114,7 +111,8 @@ async def chat_chunks(
         if tools is not None:
             text, calls = tools[index].feed(text)
             if finish is not None:
-                text += tools[index].flush()
+                tail, more = tools[index].flush()
+                text, calls = text + tail, calls + more
                 finish = "tool_calls" if tools[index].calls else finish
         if text or calls or finish or lps:
             delta = DeltaMessage(content=text or None, tool_calls=calls or None)

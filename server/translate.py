@@ -13,6 +13,12 @@ from typing import Any, Iterable, Iterator, Protocol
 import msgspec
 
 from lmdeploy_sdk.messages import GenerationConfig
+from lmdeploy_sdk.server.guided_request import (
+    GrammarTokenizer, compile_response_format, logit_bias_ids, response_format_dict,
+)
+from lmdeploy_sdk.server.invalid_request import InvalidRequest
+from lmdeploy_sdk.server.tool_request import tool_plan
+from lmdeploy_sdk.tools import ToolFormat
 from lmdeploy_sdk.server.schemas.chat import ChatCompletionRequest, ChatMessage
 from lmdeploy_sdk.server.schemas.completions import CompletionRequest
 
@@ -21,8 +27,9 @@ SEED_MODULUS = 2**64
 MIN_SAMPLING_TEMPERATURE = 1e-5
 
 
-class PromptTokenizer(Protocol):
+class PromptTokenizer(GrammarTokenizer, Protocol):
     max_token_bytes: int  # an upper bound on the text bytes one token covers
+    chat_template: str | None  # the template in use (picks the tool-call format)
 
     def encode_prompt(
         self, prompt: str | list[dict], do_preprocess: bool = True, tools: list[dict] | None = None
@@ -31,14 +38,6 @@ class PromptTokenizer(Protocol):
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
 
 
-class InvalidRequest(ValueError):
-    """A request that cannot be served as asked; `param` names the offending field (OpenAI's error.param)."""
-
-    def __init__(self, message: str, param: str | None = None, code: str = "invalid_request") -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -48,6 +47,7 @@ class GenerationPlan:
     prompts: list[list[int]]
     configs: list[GenerationConfig]
     prompt_of_choice: list[int]
+    tool_format: ToolFormat | None = None  # chat answers are read for tool calls in this format
 
     @property
     def prompt_tokens(self) -> int:
@@ -161,10 +161,13 @@ def build_config(**fields: Any) -> GenerationConfig:
 
 
 def _choice_configs(
-    req: ChatCompletionRequest | CompletionRequest, max_new_tokens: int, logprobs: int | None
+    req: ChatCompletionRequest | CompletionRequest, max_new_tokens: int, logprobs: int | None,
+    response_format: dict[str, Any] | None = None,
 ) -> list[GenerationConfig]:
     """One config per choice; choice i gets seed + i so n seeded choices differ but repeat."""
     base = build_config(
+        response_format=response_format,
+        logit_bias=logit_bias_ids(req.logit_bias),
         max_new_tokens=max_new_tokens,
         temperature=req.temperature,
         top_p=req.top_p,
@@ -192,40 +195,24 @@ def _field_of(message: str) -> str | None:
 
 def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_len: int) -> GenerationPlan:
     _reject_unsupported(req)
-    if req.response_format is not None and req.response_format.type != "text":
-        raise InvalidRequest(
-            f"response_format type {req.response_format.type!r} is not supported (no constrained decoding yet)",
-            "response_format", "unsupported_parameter",
-        )
-    if req.tool_choice is not None and req.tool_choice not in ("none", "auto"):
-        raise InvalidRequest(
-            "only tool_choice 'auto' and 'none' are supported (no constrained decoding yet)",
-            "tool_choice", "unsupported_parameter",
-        )
     if req.top_logprobs is not None and not req.logprobs:
         raise InvalidRequest("top_logprobs needs logprobs=true", "top_logprobs")
     check_text_fits(message_texts(req.messages), tokenizer, session_len, "messages")
-    tools = None
-    if req.tools and req.tool_choice != "none":
-        tools = [{"type": t.type, "function": _function_dict(t.function)} for t in req.tools]
     try:
-        ids = tokenizer.encode_prompt(message_dicts(req.messages), do_preprocess=True, tools=tools)
+        tools = tool_plan(req, message_dicts(req.messages), tokenizer.chat_template)
+        ids = tokenizer.encode_prompt(tools.messages, do_preprocess=True, tools=tools.template_tools)
     except ValueError as e:
+        if isinstance(e, InvalidRequest):
+            raise
         raise InvalidRequest(str(e), "messages") from e
     check_prompt_length(ids, session_len, "messages")
     limit = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
     max_new = limit if limit is not None else max(session_len - len(ids), 0)
     logprobs = (req.top_logprobs or 0) if req.logprobs else None
-    configs = _choice_configs(req, max_new, logprobs)
-    return GenerationPlan([ids], configs, [0] * len(configs))
-
-
-def _function_dict(f: Any) -> dict[str, Any]:
-    d: dict[str, Any] = {"name": f.name}
-    if f.description is not None:
-        d["description"] = f.description
-    d["parameters"] = f.parameters if f.parameters is not None else {"type": "object", "properties": {}}
-    return d
+    response_format = tools.forced_format or response_format_dict(req.response_format)
+    compile_response_format(response_format, tokenizer, "tools" if tools.forced_format else "response_format")
+    configs = _choice_configs(req, max_new, logprobs, response_format)
+    return GenerationPlan([ids], configs, [0] * len(configs), tools.format)
 
 
 def completion_prompts(prompt: str | list[Any]) -> list[str | list[int]]:
@@ -273,6 +260,8 @@ def completion_plan(req: CompletionRequest, tokenizer: PromptTokenizer, session_
         prompts.append(ids)
     longest = max(len(p) for p in prompts)
     max_new = req.max_tokens if req.max_tokens is not None else max(session_len - longest, 0)
-    per_prompt = _choice_configs(req, max_new, req.logprobs)
+    response_format = response_format_dict(req.response_format)
+    compile_response_format(response_format, tokenizer, "response_format")
+    per_prompt = _choice_configs(req, max_new, req.logprobs, response_format)
     configs = [c for _ in prompts for c in per_prompt]
     return GenerationPlan(prompts, configs, [i for i in range(len(prompts)) for _ in per_prompt])

@@ -1,9 +1,8 @@
 """`with_structured_output` for LMDeployChat: bind the request that makes the model answer in a
 schema, and the parser that reads the answer back.
 
-The server does not constrain decoding yet: it rejects a forced tool_choice and a JSON
-response_format with a 400 until the structured-output work lands; these runnables
-then work unchanged.
+function_calling forces one call of a tool made from the schema (the server's grammar keeps
+the arguments valid); json_schema and json_mode send it as a JSON-schema response_format.
 """
 from __future__ import annotations
 
@@ -43,7 +42,10 @@ def structured_output_runnable(
         parser: Runnable = (PydanticToolsParser(tools=[schema], first_tool_only=True) if _is_pydantic(schema)
                             else JsonOutputKeyToolsParser(key_name=tool_name, first_tool_only=True))
     elif method in ("json_mode", "json_schema"):
-        response_format = {"type": "json_object"} if method == "json_mode" else _json_schema_format(schema, strict)
+        # json_mode: the schema is not sent to the model as a requirement (OpenAI's JSON mode), yet
+        # the answer is parsed with it; decoding follows it too (not strictly), so the parse holds.
+        strictness = False if method == "json_mode" else strict
+        response_format = _json_schema_format(schema, strictness)
         llm = model.bind(response_format=response_format, ls_structured_output_format=trace)
         parser = PydanticOutputParser(pydantic_object=schema) if _is_pydantic(schema) else JsonOutputParser()
     else:

@@ -6,9 +6,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from openai import omit
+from openai._utils import is_given
+# openai's own helpers behind its parse(): the same schema conversion and result parsing
+from openai.lib._parsing._completions import parse_chat_completion, type_to_response_format_param, validate_input_tools
 from openai.pagination import AsyncPage
 from openai.types import Completion, Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ParsedChatCompletion
 
 from lmdeploy_sdk.integrations.openai.api_errors import status_error
 from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, ClientSettings, request_timeout
@@ -32,6 +36,24 @@ class AsyncChatCompletions:
         seconds = request_timeout(params, self._client.options)
         body = {"model": model, "messages": messages, "stream": stream, **params}
         return await self._client.api.chat_completions(body, seconds)
+
+
+    async def parse(
+        self, *, model: str, messages: Iterable[Any], response_format: Any = omit, tools: Any = omit, **params: Any
+    ) -> ParsedChatCompletion[Any]:
+        """As `openai`'s parse(): response_format may be a pydantic model (sent as a strict JSON
+        schema, which decoding then follows), tools may be `openai.pydantic_function_tool(...)`s;
+        the answer comes back with `message.parsed` and parsed tool-call arguments."""
+        if params.get("stream"):
+            raise TypeError("parse() does not stream; use create(stream=True)")
+        input_tools = validate_input_tools(tools)
+        body: dict[str, Any] = {**params}
+        if is_given(response_format):
+            body["response_format"] = type_to_response_format_param(response_format)
+        if is_given(input_tools):
+            body["tools"] = input_tools
+        raw = await self.create(model=model, messages=messages, **body)
+        return parse_chat_completion(response_format=response_format, input_tools=input_tools, chat_completion=raw)
 
 
 class AsyncChat:

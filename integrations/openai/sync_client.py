@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from openai.pagination import SyncPage
 from openai.types import Completion, Model
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletion, ChatCompletionChunk, ParsedChatCompletion
 
 from lmdeploy_sdk.integrations.openai.async_client import AsyncOpenAI
 from lmdeploy_sdk.integrations.openai.client_options import ClientOptions, ClientSettings
@@ -47,6 +47,10 @@ class ChatCompletions:
         directly or in extra_body; a ChatCompletion, or with stream=True an iterator of chunks."""
         coro = self._client.chat.completions.create(model=model, messages=messages, stream=stream, **params)
         return _sync(self._loop, self._loop.run(coro))
+
+    def parse(self, *, model: str, messages: Iterable[Any], **params: Any) -> ParsedChatCompletion[Any]:
+        """As `openai`'s parse(): response_format may be a pydantic model; see AsyncChatCompletions.parse."""
+        return self._loop.run(self._client.chat.completions.parse(model=model, messages=messages, **params))
 
 
 class Chat:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="measure decode latency and offline throughput; profile one step")
-    p.add_argument("kind", choices=["latency", "throughput", "profile"])
+    p = sub.add_parser("bench", help="measure decode latency and offline throughput; profile one step; "
+                       "guided decoding's cost")
+    p.add_argument("kind", choices=["latency", "throughput", "profile", "guided"])
     p.add_argument("model", nargs="?", default=None,
                    help="model directory or embedded name; with --shape, the tokenizer source")
     p.add_argument("--shape", default=None, help="random weights of a named shape, e.g. llama3-8b")
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--json", type=Path, default=None, help="write results here")
     p.add_argument("--step-times", action="store_true",
                    help="(throughput) also time every engine step and summarise them by batch size")
-    p.add_argument("--batch", type=int, default=1, help="(profile) sequences in the step")
+    p.add_argument("--batch", type=int, default=1, help="(profile, guided) sequences in the step")
     p.add_argument("--context", type=int, default=512, help="(profile) context tokens of each sequence")
     p.add_argument("--prefill", action="store_true",
                    help="(profile) every sequence prefills its whole context (default: one decode token)")
@@ -69,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
                          "directory is detected by itself")
     from lmdeploy_sdk.async_engine import AsyncEngine
     from lmdeploy_sdk.bench import runs
+    from lmdeploy_sdk.bench.guided import guided_overhead
     from lmdeploy_sdk.bench.profile import profile_step
     from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
     from lmdeploy_sdk.engine.factory import load
@@ -95,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             if args.kind == "profile":
                 r = profile_step(loaded.engine, args.batch, args.context, args.context if args.prefill else 1)
+            elif args.kind == "guided":
+                r = guided_overhead(loaded, args.batch, args.output_len)
             elif args.kind == "latency":
                 r = runs.latency(engine, args.input_len, args.output_len, vocab)
                 dev = loaded.engine.runner.device

@@ -14,7 +14,10 @@ step N (end token, stop string, abort) has a wasted row in step N+1: its KV
 writes land in stream order before any later use of the freed blocks, and its
 token is dropped. Rows whose sampling needs the host to know the previous token
 (repetition penalty, multi-token bad words, min_new_tokens) make that step wait
-instead (`run_ahead=False` makes every step wait).
+instead (`run_ahead=False` makes every step wait). Rows with a grammar (guided
+decoding) need it only to choose: step N+1's forward is launched as usual, and its
+sampling waits until step N's tokens have advanced the grammars and the next masks
+are filled, so the device keeps computing while the host works.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ import time
 import traceback
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.device_span import DeviceSpan, device_span
@@ -38,8 +41,12 @@ from lmdeploy_sdk.engine.scheduler import Scheduler
 from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
 from lmdeploy_sdk.engine.step_times import StepRecord, StepTimes
 from lmdeploy_sdk.errors import ErrorCode
+from lmdeploy_sdk.guided import grammar_spec
 from lmdeploy_sdk.stop_strings import StopStringMatcher
 from lmdeploy_sdk.tokenizer import Tokenizer
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +76,17 @@ class InFlightStep:
     sampled: SampledTokens  # row i belongs to done[i]
     timing: StepRecord | None = None  # filled while step timings are recorded
     span: DeviceSpan | None = None  # the step's device work, timed with timing on CUDA
+
+
+@dataclass
+class LaunchedForward:
+    """A step's forward, launched; its sampling may wait for the previous step's tokens (grammars)."""
+
+    done: list[tuple[Sequence, RequestState]]  # who samples at this step (owners at launch), in row order
+    rows: list[SamplingRow]
+    logits: "torch.Tensor"  # [S, V]
+    timing: StepRecord | None
+    span: DeviceSpan | None
 
 
 # (request, sampled token, its logprobs, finish reason from accept)
@@ -226,6 +244,8 @@ class Engine:
     def _add(self, req: Request) -> None:
         ids = req.prompt_ids
         err = self._validate(req)
+        if err is None and req.grammar is None and req.gen_config.response_format is not None:
+            err = self._make_grammar(req)
         if err is not None:
             req.emit(error_response(err[0], err[1], len(ids)))
             return
@@ -250,6 +270,7 @@ class Engine:
             sorted(end_ids | set(self.tokenizer.eos_token_ids)),
             self.runner.device,
             seed,
+            req.grammar,
         )
         state = RequestState(
             request=req,
@@ -283,10 +304,24 @@ class Engine:
         bad = [t for t in ids if not 0 <= t < self.vocab_size]
         if bad:
             return ErrorCode.INVALID_REQUEST, f"token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})"
+        bad = [t for t in req.gen_config.logit_bias or {} if t >= self.vocab_size]
+        if bad:
+            return ErrorCode.INVALID_REQUEST, (
+                f"logit_bias token ids {bad[:5]} are outside the vocabulary [0, {self.vocab_size})")
         if req.session_id is not None:
             seq = self.sessions.get(req.session_id)
             if seq is not None and seq.status != SequenceStatus.IDLE:
                 return ErrorCode.SESSION_BUSY, f"session {req.session_id} already has a running request"
+        return None
+
+    def _make_grammar(self, req: Request) -> tuple[ErrorCode, str] | None:
+        """For callers that did not compile the request's response_format themselves."""
+        try:
+            spec = grammar_spec(req.gen_config.response_format)
+            if spec is not None:
+                req.grammar = self.tokenizer.grammars.matcher(spec)
+        except ValueError as e:
+            return ErrorCode.INVALID_REQUEST, str(e)
         return None
 
     def next_seq_id(self) -> int:
@@ -346,11 +381,16 @@ class Engine:
             finally:  # a request that accept() finished must get its last delta even if the launch failed
                 self._publish(accepted)
             return
+        forward = None
         try:  # launch N+1, then wait for step N
-            self._launch(step, fills)
+            forward = self._launch(step, fills, defer_guided=True)
         finally:
             accepted = self._collect(step, fills)
-            self._publish(accepted)
+            try:
+                if forward is not None:  # its grammars have seen step N's tokens now
+                    self._sample(forward)
+            finally:
+                self._publish(accepted)
 
     @staticmethod
     def _live(step: InFlightStep) -> list[tuple[int, Sequence, RequestState]]:
@@ -400,8 +440,12 @@ class Engine:
             self.bm.register_full_blocks(seq)
         return accepted
 
-    def _launch(self, prev: InFlightStep | None, fills: dict[Sequence, tuple[int, int]]) -> None:
-        """Schedule the next step, start it on the device and sample it there (no wait)."""
+    def _launch(self, prev: InFlightStep | None, fills: dict[Sequence, tuple[int, int]],
+                defer_guided: bool = False) -> LaunchedForward | None:
+        """Schedule the next step, start it on the device and sample it there (no wait).
+
+        defer_guided: when a row has a grammar, return the launched forward unsampled instead,
+        for `_sample` once the previous step's tokens have advanced the grammars."""
         batch = self.scheduler.schedule()
         if not batch:
             if not self.scheduler.running and self.scheduler.waiting:
@@ -426,12 +470,20 @@ class Engine:
         done, logits = self.runner.execute(batch, fill)
         for seq, _ in batch.items:
             self.bm.register_full_blocks(seq, len(seq.token_ids) - (seq in fills))
-        if done:
-            rows = [SamplingRow(seq.owner.sampling, seq.token_ids, seq.owner.num_generated) for seq in done]
-            sampled = self.sampler.sample(logits, rows)
-            if span is not None:
-                span.close()
-            self._inflight = InFlightStep([(seq, seq.owner) for seq in done], sampled, timing, span)
+        if not done:
+            return None
+        rows = [SamplingRow(seq.owner.sampling, seq.token_ids, seq.owner.num_generated) for seq in done]
+        forward = LaunchedForward([(seq, seq.owner) for seq in done], rows, logits, timing, span)
+        if defer_guided and any(r.params.grammar is not None for r in rows):
+            return forward
+        self._sample(forward)
+        return None
+
+    def _sample(self, forward: LaunchedForward) -> None:
+        sampled = self.sampler.sample(forward.logits, forward.rows)
+        if forward.span is not None:
+            forward.span.close()
+        self._inflight = InFlightStep(forward.done, sampled, forward.timing, forward.span)
 
     def _publish(self, accepted: list[Accepted]) -> None:
         """Detokenize, match stop strings and emit, while the launched step runs."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from lmdeploy_sdk.engine.sampler import SamplingParams
+from lmdeploy_sdk.guided.compiler import GrammarMatcher
 from lmdeploy_sdk.engine.sequence import Sequence
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import GenerationConfig, Response
@@ -27,6 +28,9 @@ class Request:
     gen_config: GenerationConfig
     emit: Emit
     session_id: int | None = None
+    # gen_config.response_format's matcher, made by the submitter (compiling off the engine
+    # thread); the engine makes it when it is missing
+    grammar: GrammarMatcher | None = None
 
 
 @dataclass(eq=False)
@@ -64,8 +68,11 @@ class RequestState:
         """
         self.num_generated += 1
         finish = None
+        grammar = self.sampling.grammar
         if token in self.end_ids:
             finish = "stop"
+        elif grammar is not None and (not grammar.accept(token) or grammar.done):
+            finish = "stop"  # the output is complete (a refused token only follows a fully banned row)
         elif self.num_generated >= self.request.gen_config.max_new_tokens or len(self.seq) >= self.seq.max_len:
             finish = "length"
         if finish is not None:

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 
 from lmdeploy_sdk import ops
+from lmdeploy_sdk.guided.compiler import GrammarMatcher
+from lmdeploy_sdk.guided.bitmask import BitmaskFiller, apply_bitmask
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.messages import GenerationConfig
 
@@ -41,6 +43,9 @@ class SamplingParams:
     # banned until min_new_tokens tokens were generated
     min_new_tokens: int = 0
     end_ids: list[int] = field(default_factory=list)
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    # the request's guided decoding: only tokens its grammar allows are chosen
+    grammar: GrammarMatcher | None = None
 
     @property
     def needs_history(self) -> bool:
@@ -49,8 +54,8 @@ class SamplingParams:
 
     @property
     def edits_logits(self) -> bool:
-        """Whether this row needs a penalty or a ban applied before choosing (most rows don't)."""
-        return bool(self.banned_ids) or self.needs_history
+        """Whether this row needs a penalty, bias, ban or mask applied before choosing (most rows don't)."""
+        return bool(self.banned_ids or self.logit_bias or self.grammar) or self.needs_history
 
     @classmethod
     def from_config(
@@ -60,6 +65,7 @@ class SamplingParams:
         end_ids: list[int],
         device: torch.device,
         seed: int,
+        grammar: GrammarMatcher | None = None,
     ) -> "SamplingParams":
         # Below this temperature sampling is argmax in all but name, and dividing by it overflows.
         greedy = cfg.greedy or cfg.temperature < MIN_TEMPERATURE
@@ -82,6 +88,8 @@ class SamplingParams:
             bad_sequences=[seq for seq in bad_word_ids if len(seq) > 1],
             min_new_tokens=cfg.min_new_tokens or 0,
             end_ids=end_ids,
+            logit_bias=dict(cfg.logit_bias or {}),
+            grammar=grammar,
         )
 
 
@@ -116,6 +124,9 @@ def _apply_penalties(logits: torch.Tensor, rows: list[SamplingRow]) -> None:
             ids = to_device(sorted(t for t in set(row.token_ids) if 0 <= t < vocab), torch.int64, dev)
             seen = logits[i, ids]
             logits[i, ids] = torch.where(seen > 0, seen / pen, seen * pen)
+        if row.params.logit_bias:
+            ids = to_device(list(row.params.logit_bias), torch.int64, dev)
+            logits[i].index_add_(0, ids, to_device(list(row.params.logit_bias.values()), logits.dtype, dev))
         bans = [t for t in _row_bans(row) if 0 <= t < vocab]
         if bans:
             logits[i].index_fill_(0, to_device(bans, torch.int64, dev), float("-inf"))
@@ -188,14 +199,29 @@ class SampledTokens:
 
 
 class Sampler:
+    def __init__(self) -> None:
+        self._bitmasks: BitmaskFiller | None = None  # made on the first guided row
+
+    def _apply_grammars(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
+        # logits: [S, V] float32, in place; a grammar that is done (complete or failed) masks nothing
+        guided = [i for i, r in enumerate(rows) if r.params.grammar is not None and not r.params.grammar.done]
+        if not guided:
+            return
+        if self._bitmasks is None:
+            self._bitmasks = BitmaskFiller()
+        matchers = [rows[i].params.grammar for i in guided]
+        mask = self._bitmasks.fill(matchers, matchers[0].mask_words)  # [G, W] on the host
+        apply_bitmask(logits, to_device(guided, torch.int64, logits.device), mask.to(logits.device, non_blocking=True))
+
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
         # logits: [S, V] (the model's dtype) at each sampling sequence's last position.
         # Greedy rows take the argmax of the logits as they are (in float32 the order is the
-        # same); penalties, sampling and logprobs work on float32 copies.
+        # same); penalties, biases, grammars, sampling and logprobs work on float32 copies.
         if any(r.params.edits_logits for r in rows):
             logits = logits.float()
             _apply_penalties(logits, rows)
+            self._apply_grammars(logits, rows)
         tokens = ops.argmax(logits)  # [S]; greedy rows keep theirs
         sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
         if sampled:

@@ -83,9 +83,17 @@ class NamedToolChoice(msgspec.Struct, kw_only=True):
     function: NamedFunction
 
 
-class ResponseFormat(msgspec.Struct, kw_only=True):
-    type: Literal["text", "json_object", "json_schema"]
+class ResponseFormat(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """OpenAI's forms, LMDeploy's regex_schema, and a Lark `grammar` (our extension)."""
+
+    type: Literal["text", "json_object", "json_schema", "regex_schema", "grammar"]
     json_schema: dict[str, Any] | None = None
+    regex_schema: str | None = None
+    grammar: str | None = None
+
+
+# OpenAI's logit_bias: token id (as a JSON object key) -> a bias in [-100, 100]
+LogitBias = dict[str, Annotated[float, Meta(ge=-100, le=100)]]
 
 
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
@@ -108,7 +116,9 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     frequency_penalty: float = 0.0
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
     response_format: ResponseFormat | None = None
+    logit_bias: LogitBias | None = None
     user: str | None = None
     # LMDeploy extras
     top_k: NonNegativeInt = 40

@@ -6,7 +6,9 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from lmdeploy_sdk.server.schemas.chat import MAX_N, NonNegativeInt, RepetitionPenalty, Seed, SessionId
+from lmdeploy_sdk.server.schemas.chat import (
+    MAX_N, LogitBias, NonNegativeInt, RepetitionPenalty, ResponseFormat, Seed, SessionId,
+)
 from lmdeploy_sdk.server.schemas.common import FinishReason, StreamOptions, Usage
 
 
@@ -29,7 +31,10 @@ class CompletionRequest(msgspec.Struct, kw_only=True):
     seed: Seed | None = None
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    logit_bias: LogitBias | None = None
     user: str | None = None
+    # guided decoding, as on chat completions (vLLM's servers take it here too)
+    response_format: ResponseFormat | None = None
     # LMDeploy extras
     top_k: NonNegativeInt = 40
     min_p: Annotated[float, Meta(ge=0.0, le=1.0)] = 0.0

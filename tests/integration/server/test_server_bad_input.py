@@ -62,7 +62,14 @@ def test_invalid_utf8_inside_a_string(http, model_name):
     ({"seed": 2**70}, "seed"),
     ({"repetition_penalty": 0}, "repetition_penalty"),
     ({"presence_penalty": 1.0}, "presence_penalty"),
-    ({"response_format": {"type": "json_object"}}, "response_format"),
+    ({"response_format": {"type": "yaml"}}, "response_format.type"),
+    ({"response_format": {"type": "json_schema"}}, "response_format"),
+    ({"response_format": {"type": "json_schema", "json_schema": {"schema": {"type": "string", "format": "nope"},
+                                                                 "strict": True}}}, "response_format"),
+    ({"response_format": {"type": "regex_schema", "regex_schema": "(unclosed"}}, "response_format"),
+    ({"response_format": {"type": "grammar", "grammar": "start: missing_rule"}}, "response_format"),
+    ({"logit_bias": {"abc": 1}}, "logit_bias"),
+    ({"logit_bias": {"5": 500}}, "logit_bias"),
     ({"tool_choice": "required"}, "tool_choice"),
 ])
 def test_wrong_types_and_values(http, model_name, changes, param):

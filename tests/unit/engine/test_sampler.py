@@ -45,3 +45,32 @@ def test_min_new_tokens_bans_end_ids_until_reached():
     p = params(min_new_tokens=2)
     assert Sampler()(logits.clone(), [SamplingRow(p, [], 0)])[0] != [9]
     assert Sampler()(logits.clone(), [SamplingRow(p, [], 2)])[0] == [9]
+
+
+def test_logit_bias_moves_tokens_up_and_down():
+    logits = torch.tensor([[3.0, 0.0, 1.0, 2.0]])
+    up = params(logit_bias={1: 100})
+    down = params(logit_bias={0: -100, 3: -100})
+    tokens, _ = Sampler()(logits.repeat(3, 1), [SamplingRow(up, [], 0), SamplingRow(down, [], 0),
+                                                SamplingRow(params(), [], 0)])
+    assert tokens == [1, 2, 0]
+    sampled = params(do_sample=True, temperature=1.0, logit_bias={2: 100})
+    assert set(Sampler()(logits.repeat(50, 1), [SamplingRow(sampled, [], 0)] * 50)[0]) == {2}
+
+
+def test_a_grammar_row_only_gets_tokens_its_grammar_allows(tokenizer_dir):
+    from lmdeploy_sdk.guided import grammar_spec
+    from lmdeploy_sdk.tokenizer import Tokenizer
+
+    tok = Tokenizer(tokenizer_dir)
+    vocab = len(tok.hf)
+    spec = grammar_spec({"type": "regex", "regex": "[0-9]+"})
+    logits = torch.randn(64, vocab)
+    logits[:, tok.encode("hello", add_special_tokens=False)[0]] = 1e4  # what the model "wants"
+    rows = [SamplingRow(SamplingParams.from_config(GenerationConfig(do_sample=i % 2 == 1, temperature=1.0),
+                                                   [], [0], CPU, seed=i, grammar=tok.grammars.matcher(spec)), [], 0)
+            for i in range(63)]
+    rows.append(SamplingRow(params(), [], 0))  # no grammar: keeps its argmax
+    tokens, _ = Sampler()(logits, rows)
+    assert all(tok.decode([t]).isdigit() for t in tokens[:63])
+    assert tokens[63] == tok.encode("hello", add_special_tokens=False)[0]

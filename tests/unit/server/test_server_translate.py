@@ -90,11 +90,22 @@ def test_logprobs_request(tokenizer):
     assert err.value.param == "top_logprobs"
 
 
+TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather now",
+                                        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+
+
 @pytest.mark.parametrize("fields, param, code", [
     (dict(messages=[{"role": "user", "content": "word " * 600}]), "messages", "context_length_exceeded"),
     (dict(presence_penalty=0.5), "presence_penalty", "unsupported_parameter"),
-    (dict(response_format={"type": "json_object"}), "response_format", "unsupported_parameter"),
-    (dict(tool_choice="required"), "tool_choice", "unsupported_parameter"),
+    (dict(response_format={"type": "json_schema", "json_schema": {"schema": {"type": "string", "format": "no"},
+                                                                  "strict": True}}),
+     "response_format", "invalid_request"),
+    (dict(tool_choice="required"), "tool_choice", "invalid_request"),  # without tools
+    (dict(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "nope"}}), "tool_choice",
+     "invalid_request"),
+    (dict(tools=[TOOL], tool_choice="required", response_format={"type": "json_object"}), "response_format",
+     "invalid_request"),
+    (dict(logit_bias={"x": 1}), "logit_bias", "invalid_request"),
     (dict(stop=["ok", ""]), "stop", "invalid_request"),
     (dict(messages=[{"role": "user"}]), "messages", "invalid_request"),
 ])
@@ -142,3 +153,41 @@ def test_completion_rejections(tokenizer, fields, param):
     with pytest.raises(InvalidRequest) as err:
         completion_plan(completion(**fields), tokenizer, SESSION_LEN)
     assert err.value.param == param
+
+
+def test_tools_without_template_support_are_described_in_a_system_prompt(tokenizer):
+    plan = chat_plan(chat(tools=[TOOL]), tokenizer, SESSION_LEN)
+    prompt = tokenizer.decode(plan.prompts[0])
+    assert '"name": "get_weather"' in prompt and "<tool_call>" in prompt  # SmolLM2's template has no tools
+    assert plan.tool_format.name == "hermes" and plan.configs[0].response_format is None  # auto: not forced
+    none = chat_plan(chat(tools=[TOOL], tool_choice="none"), tokenizer, SESSION_LEN)
+    assert none.tool_format is None and "get_weather" not in tokenizer.decode(none.prompts[0])
+
+
+@pytest.mark.parametrize("choice", ["required", {"type": "function", "function": {"name": "get_weather"}}])
+def test_required_and_named_tool_choice_force_a_call_through_a_grammar(tokenizer, choice):
+    plan = chat_plan(chat(tools=[TOOL], tool_choice=choice, n=2), tokenizer, SESSION_LEN)
+    formats = [c.response_format for c in plan.configs]
+    assert all(f["type"] == "grammar" and "<tool_call>" in f["grammar"] and "get_weather" in f["grammar"]
+               for f in formats)
+
+
+def test_past_calls_and_results_reach_a_template_without_tools(tokenizer):
+    messages = [{"role": "user", "content": "weather?"},
+                {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "c1", "type": "function", "function": {"name": "get_weather",
+                                                                  "arguments": '{"city": "Oslo"}'}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "-3 C"}]
+    prompt = tokenizer.decode(chat_plan(chat(messages=messages, tools=[TOOL]), tokenizer, SESSION_LEN).prompts[0])
+    assert '{"name": "get_weather", "arguments": {"city": "Oslo"}}' in prompt
+    assert "<tool_response>\n-3 C\n</tool_response>" in prompt
+
+
+def test_response_format_and_logit_bias_reach_the_config(tokenizer):
+    fmt = {"type": "json_schema", "json_schema": {"name": "p", "schema": {"type": "object"}}}
+    plan = chat_plan(chat(response_format=fmt, logit_bias={"5": -100, "7": 2.5}), tokenizer, SESSION_LEN)
+    assert plan.configs[0].response_format == fmt
+    assert plan.configs[0].logit_bias == {5: -100.0, 7: 2.5}
+    regex = completion_plan(completion(prompt="x", response_format={"type": "regex_schema", "regex_schema": "a+"}),
+                            tokenizer, SESSION_LEN)
+    assert regex.configs[0].response_format == {"type": "regex_schema", "regex_schema": "a+"}

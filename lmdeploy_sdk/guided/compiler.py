@@ -1,0 +1,121 @@
+"""Response formats -> per-request matchers, for one tokenizer (llguidance underneath).
+
+Compiling a grammar against the vocabulary is the slow part (milliseconds for a typical
+schema, up to a second for a huge one); a compiled grammar is kept as a prototype matcher
+and each request gets a copy of it (microseconds). Thread-safe: the server compiles in
+worker threads, the engine thread only copies and steps matchers.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any
+
+import llguidance
+import llguidance.hf
+
+from lmdeploy_sdk.guided.spec import GrammarSpec
+
+log = logging.getLogger(__name__)
+
+CACHE_SIZE = 256  # compiled grammars kept (least recently used dropped)
+
+
+class GrammarMatcher:
+    """One request's position in its grammar: which tokens may come next, and the tokens so far."""
+
+    def __init__(self, matcher: llguidance.LLMatcher, label: str, mask_words: int) -> None:
+        self._m = matcher
+        self.label = label
+        self.mask_words = mask_words  # int32 words per bitmask row
+
+    def accept(self, token: int) -> bool:
+        """Advance by a sampled token; False when the grammar does not allow it."""
+        return self._m.consume_token(token)
+
+    @property
+    def done(self) -> bool:
+        """Nothing more may follow (the output is complete, or the matcher failed)."""
+        return self._m.is_stopped() or self._m.is_error()
+
+    @property
+    def matcher(self) -> llguidance.LLMatcher:
+        return self._m
+
+
+class GrammarCompiler:
+    def __init__(self, hf_tokenizer: Any, eos_ids: list[int], vocab_size: int | None = None,
+                 cache_size: int = CACHE_SIZE) -> None:
+        """vocab_size: the logits' width when it differs from the tokenizer's (padded embeddings)."""
+        self._hf = hf_tokenizer
+        self._eos = list(eos_ids)
+        self._vocab_size = vocab_size
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._lltok: llguidance.LLTokenizer | None = None
+        self._compiled: OrderedDict[GrammarSpec, llguidance.LLMatcher] = OrderedDict()
+
+    @property
+    def tokenizer(self) -> llguidance.LLTokenizer:
+        """The vocabulary as llguidance sees it (built on first use: ~0.3 s for 50k tokens)."""
+        with self._lock:
+            if self._lltok is None:
+                self._lltok = llguidance.hf.from_tokenizer(self._hf, n_vocab=self._vocab_size, eos_token=self._eos)
+            return self._lltok
+
+    @property
+    def mask_words(self) -> int:
+        """int32 words per bitmask row."""
+        return (self.tokenizer.vocab_size + 31) // 32
+
+    def matcher(self, spec: GrammarSpec) -> GrammarMatcher:
+        """A fresh matcher for one request; ValueError (naming the problem) for a bad grammar."""
+        with self._lock:
+            proto = self._compiled.get(spec)
+            if proto is not None:
+                self._compiled.move_to_end(spec)
+        if proto is None:
+            proto = self._compile(spec)
+            with self._lock:
+                self._compiled[spec] = proto
+                while len(self._compiled) > self._cache_size:
+                    self._compiled.popitem(last=False)
+        return GrammarMatcher(proto.deep_copy(), spec.label, self.mask_words)
+
+    def _compile(self, spec: GrammarSpec) -> llguidance.LLMatcher:
+        t0 = time.perf_counter()
+        grammar = _grammar_text(spec)
+        matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)  # drops the GIL while it builds
+        if matcher.is_error():
+            raise ValueError(f"response_format: cannot use this {spec.label}: {matcher.get_error()}")
+        for warning in matcher.get_grammar_warnings():
+            log.warning("response_format %s: %s (not enforced)", spec.label, warning)
+        log.info("compiled the grammar for %s in %.1f ms (cached for later requests)",
+                 spec.label, 1e3 * (time.perf_counter() - t0))
+        return matcher
+
+
+# JSON as json.dumps writes it: one space after ',' and ':', no other whitespace. Free
+# whitespace lets a small model pad an answer with newlines until max_tokens. pydantic writes
+# unions as oneOf; they are matched as anyOf (exact for the usual discriminated unions).
+JSON_LAYOUT = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": ", "coerce_one_of": True}
+
+
+def json_options(strict: bool) -> dict[str, Any]:
+    """llguidance's options for a JSON schema (its "x-guidance" key); strict=False ignores keywords
+    that cannot be enforced (with a warning) instead of refusing the schema."""
+    return {**JSON_LAYOUT, "lenient": not strict}
+
+
+def _grammar_text(spec: GrammarSpec) -> str:
+    if spec.kind == "json_schema":
+        schema = json.loads(spec.source)
+        # the schema's own x-guidance options, if any, win
+        schema = {**schema, "x-guidance": {**json_options(spec.strict), **schema.get("x-guidance", {})}}
+        return llguidance.LLMatcher.grammar_from_json_schema(json.dumps(schema))
+    if spec.kind == "regex":
+        return llguidance.LLMatcher.grammar_from_regex(spec.source)
+    return llguidance.LLMatcher.grammar_from_lark(spec.source)
