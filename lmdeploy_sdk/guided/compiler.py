@@ -63,7 +63,11 @@ class GrammarCompiler:
         """The vocabulary as llguidance sees it (built on first use: ~0.3 s for 50k tokens)."""
         with self._lock:
             if self._lltok is None:
-                self._lltok = llguidance.hf.from_tokenizer(self._hf, n_vocab=self._vocab_size, eos_token=self._eos)
+                # an end id from config.json past the tokenizer's vocabulary (a padded embedding) is
+                # masked out of guided rows anyway; a finished grammar ends the request by itself
+                size = self._vocab_size or len(self._hf)
+                eos = [t for t in self._eos if t < size] or None
+                self._lltok = llguidance.hf.from_tokenizer(self._hf, n_vocab=self._vocab_size, eos_token=eos)
             return self._lltok
 
     @property

@@ -82,3 +82,10 @@ def test_bitmask_allows_exactly_the_grammars_tokens(compiler, tok):
     assert tok.encode("yes", add_special_tokens=False)[0] in allowed
     assert torch.isfinite(logits[0]).all() and torch.isfinite(logits[2]).all()
     assert not torch.isfinite(logits[1, vocab:]).any()
+
+
+def test_end_ids_past_the_tokenizers_vocabulary_are_left_out(tok):
+    # random-weight shapes pair a small tokenizer with a big model's config.json end ids
+    compiler = GrammarCompiler(tok.hf, tok.eos_token_ids + [128001])
+    matcher = compiler.matcher(grammar_spec({"type": "regex", "regex": "ab"}))
+    assert _walk(matcher, tok, "ab") and matcher.done
