@@ -36,7 +36,7 @@ from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.device_span import DeviceSpan, device_span
 from lmdeploy_sdk.engine.request import Request, RequestState, error_response
 from lmdeploy_sdk.engine.runner import ModelRunner, TokenFill
-from lmdeploy_sdk.engine.sampler import SampledTokens, Sampler, SamplingParams, SamplingRow
+from lmdeploy_sdk.engine.sampler import GrammarMasks, SampledTokens, Sampler, SamplingParams, SamplingRow
 from lmdeploy_sdk.engine.scheduler import Scheduler
 from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus
 from lmdeploy_sdk.engine.step_times import StepRecord, StepTimes
@@ -386,11 +386,14 @@ class Engine:
             forward = self._launch(step, fills, defer_guided=True)
         finally:
             accepted = self._collect(step, fills)
+            # a deferred sampling: its grammars have seen step N's tokens now; their masks are
+            # filled in the background while step N's outputs are published
+            masks = self.sampler.grammar_masks(forward.rows) if forward is not None else None
             try:
-                if forward is not None:  # its grammars have seen step N's tokens now
-                    self._sample(forward)
-            finally:
                 self._publish(accepted)
+            finally:
+                if forward is not None:
+                    self._sample(forward, masks)
 
     @staticmethod
     def _live(step: InFlightStep) -> list[tuple[int, Sequence, RequestState]]:
@@ -479,8 +482,8 @@ class Engine:
         self._sample(forward)
         return None
 
-    def _sample(self, forward: LaunchedForward) -> None:
-        sampled = self.sampler.sample(forward.logits, forward.rows)
+    def _sample(self, forward: LaunchedForward, masks: GrammarMasks | None = None) -> None:
+        sampled = self.sampler.sample(forward.logits, forward.rows, masks)
         if forward.span is not None:
             forward.span.close()
         self._inflight = InFlightStep(forward.done, sampled, forward.timing, forward.span)
@@ -493,6 +496,7 @@ class Engine:
 
     def _shutdown(self) -> None:
         self._inflight = None
+        self.sampler.close()
         for state in list(self.states.values()):
             self._finish(state, "error", ErrorCode.ENGINE_CLOSED, "the engine was shut down")
         for seq in self.sessions.values():

@@ -9,6 +9,7 @@ host copy is still on its way (`to_host` waits for this step's work only).
 """
 from __future__ import annotations
 
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -198,30 +199,47 @@ class SampledTokens:
         return tokens, logprobs
 
 
+@dataclass
+class GrammarMasks:
+    """The token masks of a step's rows that have a grammar, being filled on the host."""
+
+    rows: list[int]
+    mask: Future  # -> [G, W] int32 on the host, row g for rows[g]
+
+
 class Sampler:
     def __init__(self) -> None:
         self._bitmasks: BitmaskFiller | None = None  # made on the first guided row
 
-    def _apply_grammars(self, logits: torch.Tensor, rows: list[SamplingRow]) -> None:
-        # logits: [S, V] float32, in place; a grammar that is done (complete or failed) masks nothing
+    def grammar_masks(self, rows: list[SamplingRow]) -> GrammarMasks | None:
+        """Start filling the masks of the rows with a grammar (their grammars have seen every token
+        so far); None when no row has one. A grammar that is done (complete or failed) masks nothing."""
         guided = [i for i, r in enumerate(rows) if r.params.grammar is not None and not r.params.grammar.done]
         if not guided:
-            return
+            return None
         if self._bitmasks is None:
             self._bitmasks = BitmaskFiller()
         matchers = [rows[i].params.grammar for i in guided]
-        mask = self._bitmasks.fill(matchers, matchers[0].mask_words)  # [G, W] on the host
-        apply_bitmask(logits, to_device(guided, torch.int64, logits.device), mask.to(logits.device, non_blocking=True))
+        return GrammarMasks(guided, self._bitmasks.fill_async(matchers, matchers[0].mask_words))
+
+    def close(self) -> None:
+        if self._bitmasks is not None:
+            self._bitmasks.close()
 
     @torch.inference_mode()
-    def sample(self, logits: torch.Tensor, rows: list[SamplingRow]) -> SampledTokens:
+    def sample(self, logits: torch.Tensor, rows: list[SamplingRow],
+               masks: GrammarMasks | None = None) -> SampledTokens:
         # logits: [S, V] (the model's dtype) at each sampling sequence's last position.
         # Greedy rows take the argmax of the logits as they are (in float32 the order is the
         # same); penalties, biases, grammars, sampling and logprobs work on float32 copies.
+        # masks: grammar_masks(rows) started earlier; else they are filled now.
         if any(r.params.edits_logits for r in rows):
             logits = logits.float()
             _apply_penalties(logits, rows)
-            self._apply_grammars(logits, rows)
+            masks = masks or self.grammar_masks(rows)
+            if masks is not None:
+                index = to_device(masks.rows, torch.int64, logits.device)
+                apply_bitmask(logits, index, masks.mask.result().to(logits.device, non_blocking=True))
         tokens = ops.argmax(logits)  # [S]; greedy rows keep theirs
         sampled = [i for i, r in enumerate(rows) if not r.params.greedy]
         if sampled:

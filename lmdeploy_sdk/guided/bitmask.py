@@ -2,17 +2,28 @@
 the logits' device just before sampling. Bit t of a row (word t // 32, bit t % 32) allows token t."""
 from __future__ import annotations
 
-import torch
+from concurrent.futures import Future, ThreadPoolExecutor
+
 import llguidance
+import torch
 
 from lmdeploy_sdk.guided.compiler import GrammarMatcher
 
 
 class BitmaskFiller:
-    """Computes many rows' masks in parallel (llguidance's own thread pool; the GIL is released)."""
+    """Computes many rows' masks in parallel (llguidance's own thread pool; the GIL is released),
+    now or in the background while the engine thread does other host work."""
 
     def __init__(self) -> None:
         self._executor = llguidance.LLExecutor()
+        self._background = ThreadPoolExecutor(1, thread_name_prefix="lmdeploy-sdk-masks")
+
+    def fill_async(self, matchers: list[GrammarMatcher], words: int) -> Future:
+        """fill() in the background; the Future's result is the mask."""
+        return self._background.submit(self.fill, matchers, words)
+
+    def close(self) -> None:
+        self._background.shutdown(wait=True)
 
     def fill(self, matchers: list[GrammarMatcher], words: int) -> torch.Tensor:
         # -> [G, words] int32 on the host, row g for matchers[g]
