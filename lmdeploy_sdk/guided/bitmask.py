@@ -7,7 +7,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import llguidance
 import torch
 
-from lmdeploy_sdk.guided.compiler import GrammarMatcher
+from lmdeploy_sdk.guided.compiler import MASK_THREADS, GrammarMatcher
 
 
 class BitmaskFiller:
@@ -15,7 +15,7 @@ class BitmaskFiller:
     now or in the background while the engine thread does other host work."""
 
     def __init__(self) -> None:
-        self._executor = llguidance.LLExecutor()
+        self._executor = llguidance.LLExecutor(MASK_THREADS)
         self._background = ThreadPoolExecutor(1, thread_name_prefix="lmdeploy-sdk-masks")
 
     def fill_async(self, matchers: list[GrammarMatcher], words: int) -> Future:

@@ -1,18 +1,23 @@
 """Response formats -> per-request matchers, for one tokenizer (llguidance underneath).
 
 Compiling a grammar against the vocabulary is the slow part (milliseconds for a typical
-schema, up to a second for a huge one); a compiled grammar is kept as a prototype matcher
-and each request gets a copy of it (microseconds). Thread-safe: the server compiles in
-worker threads, the engine thread only copies and steps matchers.
+schema, up to a second for a huge one); a compiled grammar is kept as prototype matchers and
+each request gets a copy of one (microseconds). Copies of one prototype share its lexer
+cache behind one lock, so their masks cannot be computed in parallel: a grammar keeps up to
+`lanes` prototypes (one per mask thread), built as requests come, and hands them out in turn.
+Thread-safe: the server compiles in worker threads, the engine thread only steps matchers.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import threading
 import time
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Iterator
 
 import llguidance
 import llguidance.hf
@@ -22,6 +27,8 @@ from lmdeploy_sdk.guided.spec import GrammarSpec
 log = logging.getLogger(__name__)
 
 CACHE_SIZE = 256  # compiled grammars kept (least recently used dropped)
+# llguidance's mask threads: 80% of the CPUs, at most 32 (its own default)
+MASK_THREADS = max(1, min(32, int(0.8 * (os.cpu_count() or 1))))
 
 
 class GrammarMatcher:
@@ -48,15 +55,16 @@ class GrammarMatcher:
 
 class GrammarCompiler:
     def __init__(self, hf_tokenizer: Any, eos_ids: list[int], vocab_size: int | None = None,
-                 cache_size: int = CACHE_SIZE) -> None:
+                 cache_size: int = CACHE_SIZE, lanes: int = MASK_THREADS) -> None:
         """vocab_size: the logits' width when it differs from the tokenizer's (padded embeddings)."""
         self._hf = hf_tokenizer
         self._eos = list(eos_ids)
         self._vocab_size = vocab_size
         self._cache_size = cache_size
+        self._lanes = lanes
         self._lock = threading.Lock()
         self._lltok: llguidance.LLTokenizer | None = None
-        self._compiled: OrderedDict[GrammarSpec, llguidance.LLMatcher] = OrderedDict()
+        self._compiled: OrderedDict[GrammarSpec, _Prototypes] = OrderedDict()
 
     @property
     def tokenizer(self) -> llguidance.LLTokenizer:
@@ -78,18 +86,27 @@ class GrammarCompiler:
     def matcher(self, spec: GrammarSpec) -> GrammarMatcher:
         """A fresh matcher for one request; ValueError (naming the problem) for a bad grammar."""
         with self._lock:
-            proto = self._compiled.get(spec)
-            if proto is not None:
+            protos = self._compiled.get(spec)
+            if protos is not None:
                 self._compiled.move_to_end(spec)
-        if proto is None:
-            proto = self._compile(spec)
+                lane = next(protos.turn)
+        if protos is None:
+            grammar, first = self._compile(spec)
             with self._lock:
-                self._compiled[spec] = proto
+                protos = self._compiled.setdefault(spec, _Prototypes(grammar, [first], itertools.count(1)))
                 while len(self._compiled) > self._cache_size:
                     self._compiled.popitem(last=False)
+            return GrammarMatcher(first.deep_copy(), spec.label, self.mask_words)
+        lane %= self._lanes
+        if lane >= len(protos.matchers):  # another lane: a prototype of its own (as long as a compile)
+            proto = llguidance.LLMatcher(self.tokenizer, protos.grammar, log_level=0)
+            with self._lock:
+                protos.matchers.append(proto)
+        else:
+            proto = protos.matchers[lane]
         return GrammarMatcher(proto.deep_copy(), spec.label, self.mask_words)
 
-    def _compile(self, spec: GrammarSpec) -> llguidance.LLMatcher:
+    def _compile(self, spec: GrammarSpec) -> tuple[str, llguidance.LLMatcher]:
         t0 = time.perf_counter()
         grammar = _grammar_text(spec)
         matcher = llguidance.LLMatcher(self.tokenizer, grammar, log_level=0)  # drops the GIL while it builds
@@ -99,7 +116,16 @@ class GrammarCompiler:
             log.warning("response_format %s: %s (not enforced)", spec.label, warning)
         log.info("compiled the grammar for %s in %.1f ms (cached for later requests)",
                  spec.label, 1e3 * (time.perf_counter() - t0))
-        return matcher
+        return grammar, matcher
+
+
+@dataclass
+class _Prototypes:
+    """A compiled grammar: its text and the prototype matchers handed out in turn."""
+
+    grammar: str
+    matchers: list[llguidance.LLMatcher]
+    turn: Iterator[int]
 
 
 # JSON as json.dumps writes it: one space after ',' and ':', no other whitespace. Free

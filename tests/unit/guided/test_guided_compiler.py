@@ -89,3 +89,13 @@ def test_end_ids_past_the_tokenizers_vocabulary_are_left_out(tok):
     compiler = GrammarCompiler(tok.hf, tok.eos_token_ids + [128001])
     matcher = compiler.matcher(grammar_spec({"type": "regex", "regex": "ab"}))
     assert _walk(matcher, tok, "ab") and matcher.done
+
+
+def test_requests_take_turns_over_one_prototype_per_mask_thread(tok):
+    # copies of one prototype share its lexer cache behind a lock: masks of copies of different
+    # prototypes are computed in parallel
+    compiler = GrammarCompiler(tok.hf, tok.eos_token_ids, lanes=3)
+    spec = grammar_spec({"type": "regex", "regex": "[a-z]+"})
+    matchers = [compiler.matcher(spec) for _ in range(7)]
+    assert len(compiler._compiled[spec].matchers) == 3
+    assert all(_walk(m, tok, "abc") for m in matchers)
