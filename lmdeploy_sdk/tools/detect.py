@@ -1,6 +1,7 @@
 """Which tool-call format a chat template teaches, and whether it renders tools at all."""
 from __future__ import annotations
 
+import functools
 import re
 from types import MappingProxyType
 
@@ -42,6 +43,7 @@ def tool_format_for(chat_template: str | None, name: str | None = None) -> ToolF
     return HermesFormat()
 
 
+@functools.lru_cache(maxsize=16)  # parsed once per template, not per request
 def template_renders_tools(chat_template: str | None) -> bool:
     """True when the template reads the `tools` variable, i.e. passing tools to it is not a no-op."""
     if not chat_template:
