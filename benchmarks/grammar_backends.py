@@ -23,7 +23,8 @@ then concatenations of existing punctuation tokens and of existing letter tokens
 ``a+b`` gets the BPE merge ``a b`` appended), so that the tokenizer really emits many of the new
 tokens. Both libraries get the exact same tokenizer object.
 
-Run (about 70 s on 2 CPU cores; ``--quick`` for a ~40 s smoke run). Other CPU load on the machine skews
+xgrammar is not a dependency of lmdeploy-sdk: `pip install xgrammar` first (and `pip download
+xgrammar llguidance --no-deps -d /tmp/whl` for the wheel sizes). Run (about 70 s on 2 CPU cores; ``--quick`` for a ~40 s smoke run). Other CPU load on the machine skews
 the numbers, so the report prints the load average at start and end:
 
     python benchmarks/grammar_backends.py
@@ -59,7 +60,6 @@ if __name__ == "__main__" and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-DEFAULT_TOKENIZER_DIR = "/root/.cache/lmdeploy_sdk/models/smollm2-135m-instruct"
 PUNCT = r"!-/:-@\[-`{-~"  # ASCII punctuation, as a regex character-class body
 
 NESTED_SCHEMA: dict[str, Any] = {
@@ -1040,7 +1040,8 @@ def print_report(rows: list[Row], extras: dict[int, dict[str, Any]], feats: dict
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vocab-size", type=int, default=128256, help="size of the synthetic large vocabulary")
-    ap.add_argument("--tokenizer-dir", type=Path, default=Path(DEFAULT_TOKENIZER_DIR))
+    ap.add_argument("--tokenizer-dir", type=Path, default=None,
+                    help="a directory with tokenizer.json (default: the embedded SmolLM2's, converted on first use)")
     ap.add_argument("--wheel-dir", type=Path, default=Path("/tmp/whl"))
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--batch", type=int, default=64)
@@ -1052,6 +1053,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="smoke run: fewer repetitions")
     args = ap.parse_args()
+    if args.tokenizer_dir is not None:
+        tokenizer_dir = args.tokenizer_dir
+    else:
+        from lmdeploy_sdk.model_source import DEFAULT_MODEL, resolve_model_path
+        tokenizer_dir = resolve_model_path(DEFAULT_MODEL)
     if args.quick:
         args.batch_steps, args.passes, args.reps, args.apply_reps, args.instances = 20, 1, 1, 3, 3
     t_start = time.perf_counter()
@@ -1065,7 +1071,7 @@ def main() -> None:
     big_tok: Any = None
     for vocab in sorted({args.vocab_size, 49152}, reverse=True):
         print(f"building tokenizer with {vocab} tokens", flush=True)
-        hf_tok, stats = load_tokenizer(args.tokenizer_dir, vocab, args.seed)
+        hf_tok, stats = load_tokenizer(tokenizer_dir, vocab, args.seed)
         if vocab == args.vocab_size:
             vstats, big_tok = stats, hf_tok
         r, ex = bench_vocab(backends, hf_tok, vocab, args, docs)
