@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.messages import BaseMessage, HumanMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.tools import tool
 from pydantic import BaseModel, Field
@@ -87,22 +87,29 @@ def main() -> None:
         extract = prompt | chat.with_structured_output(Person)
         print("extracted:", extract.invoke({"text": "Marie Curie was a physicist who won two Nobel prizes."}))
 
-        # 4. An agent loop: the model calls the calculator, reads its result, then answers. A 135M
-        # model rarely decides to call a tool by itself, so the first turn forces a call
-        # (tool_choice="required"); with a bigger model leave tool_choice at "auto" throughout.
-        messages = [HumanMessage("What is 12 * 7? Use the calculator.")]
-        tool_choice = "required"
-        for _ in range(4):
-            answer = chat.bind_tools([calculator], tool_choice=tool_choice).invoke(messages)
-            messages.append(answer)
-            if not answer.tool_calls:
-                break
-            for call in answer.tool_calls:
-                result = calculator.invoke(call["args"])
-                print(f"tool call: calculator({call['args']}) -> {result}")
-                messages.append(ToolMessage(result, tool_call_id=call["id"]))
-            tool_choice = "none"  # the result is in; now answer in words
+        # 4. An agent loop with a calculator tool.
+        messages = agent_loop(chat, "What is 12 * 7? Use the calculator.")
+        for m in messages:
+            if isinstance(m, ToolMessage):
+                print("tool result:", m.content)
         print("agent:", messages[-1].content)
+
+
+def agent_loop(chat: LMDeployChat, question: str, turns: int = 4) -> list[BaseMessage]:
+    """The model calls the calculator, reads its result, then answers. A 135M model rarely decides
+    to call a tool by itself, so the first turn forces a call (tool_choice="required"); with a
+    bigger model leave tool_choice at "auto" throughout."""
+    messages: list[BaseMessage] = [HumanMessage(question)]
+    tool_choice = "required"
+    for _ in range(turns):
+        answer = chat.bind_tools([calculator], tool_choice=tool_choice).invoke(messages)
+        messages.append(answer)
+        if not answer.tool_calls:
+            break
+        for call in answer.tool_calls:
+            messages.append(ToolMessage(calculator.invoke(call["args"]), tool_call_id=call["id"]))
+        tool_choice = "none"  # the result is in; now answer in words
+    return messages
 
 
 if __name__ == "__main__":

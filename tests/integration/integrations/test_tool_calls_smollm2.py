@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
 import jsonschema
 import openai
 import pytest
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
-from langchain_core.tools import tool
-from pydantic import BaseModel, Field
+from langchain_core.messages import AIMessage, ToolMessage
 
 from lmdeploy_sdk.integrations.langchain import LMDeployChat
 from lmdeploy_sdk.integrations.openai import AsyncOpenAI
 
 pytestmark = pytest.mark.slow
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 16},
                                             "unit": {"enum": ["celsius", "fahrenheit"]}},
@@ -85,36 +87,16 @@ def test_required_calls_validate_in_the_shim(smol_pipe):
         _check_calls(calls)
 
 
-class Arithmetic(BaseModel):
-    # enforced while decoding: the call's argument is always an expression
-    expression: str = Field(min_length=3, max_length=32, pattern=r"^[0-9]+( *[-+*/] *[0-9]+)+$")
-
-
-@tool(args_schema=Arithmetic)
-def calculator(expression: str) -> str:
-    """Evaluate an arithmetic expression such as '12 * 7'."""
-    if not set(expression) <= set("0123456789+-*/ "):
-        return "error: only numbers and + - * / are allowed"
-    try:
-        return str(eval(expression, {"__builtins__": {}}))  # digits and operators only
-    except (SyntaxError, ZeroDivisionError) as e:
-        return f"error: {e}"
-
-
 def test_tool_loop_with_a_calculator(smol_pipe):
     """The loop of examples/structured_output.py: a forced first call (this model does not decide to
     call by itself), the tool's result, then an answer in words."""
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from structured_output import agent_loop
+    finally:
+        sys.path.remove(str(EXAMPLES))
     chat = LMDeployChat(pipeline=smol_pipe, temperature=0, max_tokens=96)
-    messages = [HumanMessage("What is 12 * 7? Use the calculator.")]
-    tool_choice = "required"
-    for _ in range(4):
-        answer = chat.bind_tools([calculator], tool_choice=tool_choice).invoke(messages)
-        messages.append(answer)
-        if not answer.tool_calls:
-            break
-        for call in answer.tool_calls:
-            messages.append(ToolMessage(calculator.invoke(call["args"]), tool_call_id=call["id"]))
-        tool_choice = "none"
+    messages = agent_loop(chat, "What is 12 * 7? Use the calculator.")
     calls = [c for m in messages if isinstance(m, AIMessage) for c in m.tool_calls]
     results = [m.content for m in messages if isinstance(m, ToolMessage)]
     assert calls and all(c["name"] == "calculator" for c in calls)
