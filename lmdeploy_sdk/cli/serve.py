@@ -1,4 +1,4 @@
-"""`lmdeploy-sdk serve api_server | api_client | gradio` (LMDeploy's subcommands and flags)."""
+"""`lmdeploy-sdk serve api_server | api_client | gradio | ray` (LMDeploy's subcommands and flags)."""
 from __future__ import annotations
 
 import argparse
@@ -18,30 +18,12 @@ CLIENT_HELP = "Type a message. 'end' starts a new conversation, 'exit' quits."
 
 def register(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="serve a model over HTTP, or chat with a server")
-    kinds = serve.add_subparsers(dest="serve_command", metavar="{api_server,api_client,gradio}",
+    kinds = serve.add_subparsers(dest="serve_command", metavar="{api_server,api_client,gradio,ray}",
                                  parser_class=type(serve))
     serve.set_defaults(func=_help_of(serve))
 
     api = kinds.add_parser("api_server", help="OpenAI-compatible API server")
-    api.add_argument("model", nargs="?", default=DEFAULT_MODEL,
-                     help=f"HF model directory or embedded model name (default: {DEFAULT_MODEL})")
-    _add_listen_args(api, default_port=23333)
-    api.add_argument("--model-name", default=None, help="the name clients use (default: from the model path)")
-    api.add_argument("--api-keys", nargs="+", default=None,
-                     help=f"accept only these Bearer keys (also from --api-keys-file and ${API_KEYS_ENV})")
-    api.add_argument("--api-keys-file", default=None,
-                     help="a file of keys, one per line (keeps them out of the process list)")
-    api.add_argument("--allow-origins", nargs="+", default=None, help="CORS: allowed origins ('*' for any)")
-    api.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials")
-    api.add_argument("--allow-methods", nargs="+", default=["*"], help="CORS: allowed methods")
-    api.add_argument("--allow-headers", nargs="+", default=["*"], help="CORS: allowed headers")
-    api.add_argument("--max-concurrent-requests", type=int, default=256,
-                     help="sequences in flight before new requests get 429 (default 256)")
-    api.add_argument("--shutdown-grace", type=float, default=30.0,
-                     help="seconds running requests may take after SIGTERM (default 30)")
-    api.add_argument("--disable-metrics", action="store_true", help="do not serve /metrics")
-    _add_session_args(api)
-    add_engine_args(api)
+    add_api_server_args(api)
     api.set_defaults(func=run_api_server)
 
     client = kinds.add_parser("api_client", help="chat in the terminal with a running api_server")
@@ -61,6 +43,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_session_args(page)
     add_engine_args(page)
     page.set_defaults(func=run_gradio)
+
+    from lmdeploy_sdk.cli import serve_ray  # it builds on this module's flags
+
+    serve_ray.register(kinds)
+
+
+def add_api_server_args(api: argparse.ArgumentParser) -> None:
+    """The model, listening, auth, CORS, limits, sessions and engine flags (also `serve ray`'s)."""
+    api.add_argument("model", nargs="?", default=DEFAULT_MODEL,
+                     help=f"HF model directory or embedded model name (default: {DEFAULT_MODEL})")
+    _add_listen_args(api, default_port=23333)
+    api.add_argument("--model-name", default=None, help="the name clients use (default: from the model path)")
+    api.add_argument("--api-keys", nargs="+", default=None,
+                     help=f"accept only these Bearer keys (also from --api-keys-file and ${API_KEYS_ENV})")
+    api.add_argument("--api-keys-file", default=None,
+                     help="a file of keys, one per line (keeps them out of the process list)")
+    api.add_argument("--allow-origins", nargs="+", default=None, help="CORS: allowed origins ('*' for any)")
+    api.add_argument("--allow-credentials", action="store_true", help="CORS: allow credentials")
+    api.add_argument("--allow-methods", nargs="+", default=["*"], help="CORS: allowed methods")
+    api.add_argument("--allow-headers", nargs="+", default=["*"], help="CORS: allowed headers")
+    api.add_argument("--max-concurrent-requests", type=int, default=256,
+                     help="sequences in flight before new requests get 429 (default 256)")
+    api.add_argument("--shutdown-grace", type=float, default=30.0,
+                     help="seconds running requests may take after SIGTERM (default 30)")
+    api.add_argument("--disable-metrics", action="store_true", help="do not serve /metrics")
+    _add_session_args(api)
+    add_engine_args(api)
 
 
 def _help_of(parser: argparse.ArgumentParser):
@@ -108,7 +117,7 @@ def api_keys(args: argparse.Namespace) -> tuple[str, ...]:
     return tuple(dict.fromkeys(keys))
 
 
-def _setup_logging(level: str) -> None:
+def setup_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("lmdeploy_sdk").setLevel(level)
 
@@ -130,11 +139,11 @@ def _serve_engine(model: str, args: argparse.Namespace, settings) -> int:
     return 0
 
 
-def run_api_server(args: argparse.Namespace) -> int:
+def api_server_settings(args: argparse.Namespace):
+    """The ServerSettings of add_api_server_args' flags."""
     from lmdeploy_sdk.server import ServerSettings
 
-    _setup_logging(args.log_level)
-    settings = ServerSettings(
+    return ServerSettings(
         api_keys=api_keys(args),
         allow_origins=tuple(args.allow_origins or ()),
         allow_credentials=args.allow_credentials,
@@ -145,13 +154,17 @@ def run_api_server(args: argparse.Namespace) -> int:
         disable_metrics=args.disable_metrics,
         **_listen_settings(args),
     )
-    return _serve_engine(args.model, args, settings)
+
+
+def run_api_server(args: argparse.Namespace) -> int:
+    setup_logging(args.log_level)
+    return _serve_engine(args.model, args, api_server_settings(args))
 
 
 def run_gradio(args: argparse.Namespace) -> int:
     from lmdeploy_sdk.server import ServerSettings, run_server
 
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     target = args.url_or_model
     if target.startswith(("http://", "https://")):
         from lmdeploy_sdk.server.page_proxy import create_page_app

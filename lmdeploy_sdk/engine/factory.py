@@ -45,6 +45,15 @@ def _check_supported(cfg: TurbomindEngineConfig) -> None:
         raise NotImplementedError(f"tp={cfg.tp}: tensor parallelism is not supported yet; use tp=1")
 
 
+def preflight(model_path: str | Path | None, cfg: TurbomindEngineConfig) -> Path:
+    """What load() would refuse before it reads weights (an unsupported option, a model that is
+    not there or not a model): for launchers that build the engine in other processes."""
+    _check_supported(cfg)
+    model_dir = resolve_model_path(model_path, cfg.model_format)
+    load_model_config(model_dir)
+    return model_dir
+
+
 def load(
     model_path: str | Path | None,
     backend_config: TurbomindEngineConfig | None = None,

@@ -16,6 +16,7 @@ NEEDS = {
     "from openai import": "integrations",
     "convert SRC": "gguf",
     "lite auto_awq": "gguf",
+    "serve ray": "ray",
 }
 
 
@@ -49,7 +50,7 @@ def test_first_command_installs_what_later_commands_need():
     test_block = readme.index("**Run the tests**")
     after = readme[readme.index("```", readme.index("```", test_block) + 3) + 3:]  # past the test command
     needed = {extra for phrase, extra in NEEDS.items() if phrase in after}
-    assert needed >= {"serve", "integrations", "gguf"}, "the README no longer shows these commands?"
+    assert needed >= {"serve", "integrations", "gguf", "ray"}, "the README no longer shows these commands?"
     for extra in sorted(needed):
         missing = _expand({extra}, extras) - installed
         assert not missing, f"the README's first command does not install {sorted(missing)} (extra {extra!r})"

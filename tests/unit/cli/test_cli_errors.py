@@ -23,6 +23,12 @@ CASES = [
     (["serve", "api_server", "--api-keys-file", "/no/such/keys.txt"], "/no/such/keys.txt"),
     (["serve", "api_server", "--max-sessions", "0"], "max_sessions=0"),
     (["serve", "gradio", "--session-ttl", "0"], "session_ttl_s=0"),
+    # serve ray: before Ray starts
+    (["serve", "ray", "--num-replicas", "0"], "num_replicas=0"),
+    (["serve", "ray", "--min-replicas", "1"], "min_replicas and max_replicas"),
+    (["serve", "ray", "/no/such/model/dir"], "/no/such/model/dir"),
+    (["serve", "ray", "--tp", "2"], "tp=2"),
+    (["serve", "ray", "--num-cpus-per-replica", "100000"], "--num-cpus-per-replica"),  # after Ray starts
 ]
 
 
