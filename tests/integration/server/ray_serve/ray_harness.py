@@ -54,6 +54,13 @@ def _ray_processes() -> list[psutil.Process]:
     return list(found.values())
 
 
+def deploy(model_dir: Path, replicas: int, **settings) -> None:
+    """(Re)deploy the application on the running Ray instance; returns once it serves."""
+    app = build_app(str(model_dir), TurbomindEngineConfig(**ENGINE), ServerSettings(**settings),
+                    model_name=MODEL_NAME, options=RayServeOptions(num_replicas=replicas))
+    serve.run(app, name=APP_NAME, route_prefix="/")
+
+
 @contextmanager
 def ray_server(model_dir: Path, replicas: int, **settings) -> Iterator[RayServer]:
     ray.init(num_cpus=max(2, replicas), include_dashboard=False, logging_level="WARNING", log_to_driver=False)
@@ -61,9 +68,7 @@ def ray_server(model_dir: Path, replicas: int, **settings) -> Iterator[RayServer
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        app = build_app(str(model_dir), TurbomindEngineConfig(**ENGINE), ServerSettings(**settings),
-                        model_name=MODEL_NAME, options=RayServeOptions(num_replicas=replicas))
-        serve.run(app, name=APP_NAME, route_prefix="/")
+        deploy(model_dir, replicas, **settings)
         processes = _ray_processes()
         yield RayServer(f"http://127.0.0.1:{port}", port)
     finally:

@@ -3,18 +3,20 @@ streaming and completions; load spread over both; a session's turns reach the re
 holds it."""
 from __future__ import annotations
 
+import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import openai
 import pytest
-from ray_harness import MODEL_NAME, REPLICA_HEADER, ray_server, replica_counts
+from ray_harness import MODEL_NAME, REPLICA_HEADER, deploy, ray_server, replica_counts
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def two_replicas(smollm2_dir):
+def two_replicas(smollm2_dir):  # the last test scales it down to one
     with ray_server(smollm2_dir, replicas=2) as server:
         yield server
 
@@ -95,3 +97,40 @@ def test_an_auto_session_id_is_routed_back(http):
     second = http.post("/v1/chat/interactive", json={"session_id": first["session_id"], "prompt": "And?",
                                                      "interactive_mode": True, "request_output_len": 4})
     assert second.status_code == 200 and second.json()["history_tokens"] > 0
+
+
+def _stream_to_the_end(url: str, started: threading.Barrier) -> tuple[str, str | None, str | None]:
+    """(replica, finish_reason, error code) of one streamed chat."""
+    body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": "Tell a story."}], "max_tokens": 96,
+            "ignore_eos": True, "stream": True}
+    finish = error = None
+    with httpx.Client(timeout=180) as client, client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+        replica = r.headers[REPLICA_HEADER]
+        waited = False
+        for line in r.iter_lines():
+            if not waited:
+                waited = True
+                started.wait()
+            if line.startswith("data: {"):
+                event = json.loads(line[6:])
+                if "error" in event:
+                    error = event["error"]["code"]
+                elif event["choices"] and event["choices"][0]["finish_reason"]:
+                    finish = event["choices"][0]["finish_reason"]
+    return replica, finish, error
+
+
+def test_scaling_down_lets_running_requests_finish(two_replicas, smollm2_dir, http):
+    """Ray stops a replica it removes only after its running requests end (the graceful drain).
+    (serve.run redeploys by replacing the replicas, one by one: each old one is drained.)"""
+    started = threading.Barrier(7)
+    with ThreadPoolExecutor(6) as pool:
+        streams = [pool.submit(_stream_to_the_end, two_replicas.url, started) for _ in range(6)]
+        started.wait(timeout=120)
+        deploy(smollm2_dir, replicas=1)  # returns once the application runs one replica
+        outcomes = [s.result(timeout=300) for s in streams]
+    assert len({replica for replica, _, _ in outcomes}) == 2, outcomes  # both replicas had streams
+    assert all(finish == "length" and error is None for _, finish, error in outcomes), outcomes
+    labels = {line.split('replica="', 1)[1].split('"', 1)[0] for line in http.get("/metrics").text.splitlines()
+              if 'replica="' in line}
+    assert len(labels) == 1, labels
