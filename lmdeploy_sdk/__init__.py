@@ -20,6 +20,7 @@ _EXPORTS = {
     "Response": "lmdeploy_sdk.messages",
     "Session": "lmdeploy_sdk.session",
     "AsyncEngine": "lmdeploy_sdk.async_engine",
+    "VisionConfig": "lmdeploy_sdk.vl.config",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     )
     from lmdeploy_sdk.sync_pipeline import Pipeline, pipeline
     from lmdeploy_sdk.session import Session
+    from lmdeploy_sdk.vl.config import VisionConfig
 
 
 def __getattr__(name: str):

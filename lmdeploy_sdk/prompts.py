@@ -17,21 +17,30 @@ def is_token_ids(x: Any) -> bool:
     return isinstance(x, list) and len(x) > 0 and all(isinstance(t, int) and not isinstance(t, bool) for t in x)
 
 
+def is_image_tuple(x: Any) -> bool:
+    """LMDeploy's (prompt, image) / (prompt, [images]) form."""
+    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and not isinstance(x[1], (int, float))
+
+
+def _is_prompt(x: Any) -> bool:
+    return isinstance(x, str) or is_messages(x) or is_token_ids(x) or is_image_tuple(x)
+
+
 def split_batch(prompts: Any) -> tuple[list[Prompt], bool]:
     """(list of single prompts, whether the input was one prompt). Raises TypeError on other shapes.
 
-    A prompt is a str, a conversation (list of message dicts) or token ids (list of ints,
-    taken as they are: no chat template).
+    A prompt is a str, a conversation (list of message dicts), token ids (list of ints,
+    taken as they are: no chat template) or (text, image or [images]).
     """
-    if isinstance(prompts, str) or is_messages(prompts) or is_token_ids(prompts):
+    if _is_prompt(prompts):
         return [prompts], True
     if isinstance(prompts, (list, tuple)):
         items = list(prompts)
         for i, p in enumerate(items):
-            if not (isinstance(p, str) or is_messages(p) or is_token_ids(p)):
+            if not _is_prompt(p):
                 raise TypeError(
-                    f"prompt {i} is a {type(p).__name__}; expected a str, a list of message dicts "
-                    "or a list of token ids"
+                    f"prompt {i} is a {type(p).__name__}; expected a str, a list of message dicts, "
+                    "a list of token ids or a (text, images) tuple"
                 )
         return items, False
     raise TypeError(
@@ -47,3 +56,36 @@ def encode(tokenizer: Tokenizer, prompt: Prompt, do_preprocess: bool = True) -> 
     if isinstance(prompt, str) or isinstance(prompt, list):
         return tokenizer.encode_prompt(prompt, do_preprocess=do_preprocess)
     raise ValueError(f"unsupported prompt type {type(prompt).__name__}")
+
+
+def with_images(prompts: Any, images: Any) -> Any:
+    """`pipe(prompt, images=...)`: the images go with the one prompt (a str or a conversation's
+    last user turn)."""
+    if images is None:
+        return prompts
+    if isinstance(prompts, str):
+        return (prompts, images)
+    raise ValueError("images= goes with one text prompt; for a batch pass [(prompt, images), ...], and in "
+                     "messages use image_url content parts")
+
+
+def encode_inputs(tokenizer: Tokenizer, vision: Any, prompt: Any, do_preprocess: bool = True
+                  ) -> tuple[list[int], list]:
+    """(token ids, embedding spans) of one prompt; `vision` is the model's VisionModel or None
+    (a text-only model). Raises ValueError."""
+    from lmdeploy_sdk.vl.inputs import VisionPrompt, has_image_parts, vision_prompt
+
+    if vision is None:
+        if is_image_tuple(prompt) or has_image_parts(prompt):
+            raise ValueError("this prompt has images, but the model is text-only (images need a "
+                             "vision-language model such as llava)")
+        return encode(tokenizer, prompt, do_preprocess), []
+    image_prompt = vision_prompt(prompt)
+    if image_prompt is None:
+        if is_token_ids(prompt):
+            return list(prompt), []
+        messages = prompt if is_messages(prompt) else [{"role": "user", "content": prompt}]
+        if isinstance(prompt, str) and not do_preprocess:
+            return tokenizer.encode_prompt(prompt, do_preprocess=False), []
+        image_prompt = VisionPrompt(messages, [])
+    return vision.encode(image_prompt, do_preprocess)

@@ -67,6 +67,18 @@ class _FoldDeltas:
             self._out.put((self._rid, self._index, self._acc))
 
 
+def _prompts_argument(given: Any, kw: dict) -> Any:
+    """The prompts, also when passed as `prompts=` (LMDeploy's name) or `prompt=` (its tutorials')."""
+    for name in ("prompts", "prompt"):
+        if name in kw:
+            if given is not None:
+                raise TypeError(f"pass the prompts once: positionally or as {name}=")
+            given = kw.pop(name)
+    if given is None:
+        raise TypeError("no prompts given")
+    return given
+
+
 class Pipeline:
     def __init__(
         self,
@@ -77,10 +89,13 @@ class Pipeline:
         model_name: str | None = None,
         *,
         loaded: LoadedModel | None = None,
+        vision_config: Any = None,
     ):
-        """Load a model, or (loaded=...) run on one already loaded (closed by its owner, not here)."""
+        """Load a model, or (loaded=...) run on one already loaded (closed by its owner, not here).
+        vision_config: a lmdeploy_sdk.vl.VisionConfig, for a vision-language model."""
         logging.getLogger("lmdeploy_sdk").setLevel(log_level)
-        self._loaded: LoadedModel = loaded or load(model_path, backend_config, chat_template_config, model_name)
+        self._loaded: LoadedModel = loaded or load(model_path, backend_config, chat_template_config, model_name,
+                                                   vision_config=vision_config)
         self._owns = loaded is None
         self.model_name = self._loaded.model_name
         self.tokenizer = self._loaded.tokenizer
@@ -124,8 +139,9 @@ class Pipeline:
         or with stream=False as (request_id, index, whole response) once each finishes."""
         rids = []
         spec = grammar_spec(cfg.response_format)
+        spans: list = []
         try:
-            ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+            ids, spans = prompts.encode_inputs(self.tokenizer, self._loaded.vision, prompt, do_preprocess)
             if spec is not None:
                 self.tokenizer.grammars.matcher(spec)  # compile (or find) it here, not on the engine thread
         except (ValueError, TypeError) as e:
@@ -144,7 +160,7 @@ class Pipeline:
 
             grammar = self.tokenizer.grammars.matcher(spec) if spec is not None else None
             sink = emit if stream else _FoldDeltas(rid, index, out)
-            self._engine.submit(Request(rid, ids, one, sink, session_id, grammar))
+            self._engine.submit(Request(rid, ids, one, sink, session_id, grammar, spans))
         return rids
 
     def _run(self, items: list[Any], cfgs: list[GenerationConfig], do_preprocess: bool,
@@ -172,14 +188,19 @@ class Pipeline:
 
     def infer(
         self,
-        prompts_: Any,
+        prompts_: Any = None,
         gen_config: GenConfigs = None,
         do_preprocess: bool = True,
         use_tqdm: bool = False,
+        *,
+        images: Any = None,
         **kw,
     ) -> Response | list[Response]:
-        """Generate for one prompt or a batch. n > 1 gives n responses per prompt, in prompt order."""
-        items, single = prompts.split_batch(prompts_)
+        """Generate for one prompt or a batch. n > 1 gives n responses per prompt, in prompt order.
+        images: one image or a list (path, URL, data URL, PIL) for a single text prompt; a batch
+        takes [(prompt, images), ...]. `prompts=` and `prompt=` are accepted for prompts_."""
+        prompts_ = _prompts_argument(prompts_, kw)
+        items, single = prompts.split_batch(prompts.with_images(prompts_, images))
         cfgs = self._gen_configs(gen_config, len(items), kw)
         order: list[str] = []  # request ids as submitted: prompt order, samples in order
         results: dict[str, Response] = {}
@@ -195,10 +216,12 @@ class Pipeline:
     __call__ = infer
 
     def stream_infer(
-        self, prompts_: Any, gen_config: GenConfigs = None, do_preprocess: bool = True, **kw
+        self, prompts_: Any = None, gen_config: GenConfigs = None, do_preprocess: bool = True, *,
+        images: Any = None, **kw
     ) -> Iterator[Response]:
         """Yield Response deltas as they are generated; `.index` says which prompt each is for."""
-        items, _ = prompts.split_batch(prompts_)
+        prompts_ = _prompts_argument(prompts_, kw)
+        items, _ = prompts.split_batch(prompts.with_images(prompts_, images))
         cfgs = self._gen_configs(gen_config, len(items), kw)
         for _, index, delta in self._run(items, cfgs, do_preprocess):
             delta.index = index
@@ -210,7 +233,7 @@ class Pipeline:
 
     def chat(
         self,
-        prompt: str | list[dict],
+        prompt: str | list[dict] | tuple,
         session: Session | None = None,
         gen_config: GenerationConfig | None = None,
         stream_response: bool = False,
@@ -227,6 +250,10 @@ class Pipeline:
         cfg = self._gen_configs(gen_config, 1, kw)[0]
         if cfg.n != 1:
             raise ValueError(f"chat generates one reply per turn; got n={cfg.n}")
+        if prompts.is_image_tuple(prompt):  # (text, image or [images]): one user turn with them
+            text, images = prompt
+            parts = [{"type": "image", "image": i} for i in (images if isinstance(images, (list, tuple)) else [images])]
+            prompt = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
         turn = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         messages = session.messages + turn
         it = self._chat_turn(session, messages, turn, cfg)
@@ -280,6 +307,8 @@ def pipeline(
             raise TypeError("pass backend_config or its alias config, not both")
         backend_config = kw.pop("config")
     model_name = kw.pop("model_name", None)
+    vision_config = kw.pop("vision_config", None)
     if kw:
         raise TypeError(f"pipeline() got unknown keyword argument(s) {sorted(kw)}")
-    return Pipeline(model_path, backend_config, chat_template_config, log_level, model_name)
+    return Pipeline(model_path, backend_config, chat_template_config, log_level, model_name,
+                    vision_config=vision_config)

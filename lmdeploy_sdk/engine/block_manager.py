@@ -33,7 +33,7 @@ class BlockManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.ref_count = [0] * num_blocks
         self.block_hash: list[int | None] = [None] * num_blocks
-        self.block_tokens: list[tuple[int, ...] | None] = [None] * num_blocks
+        self.block_tokens: list[tuple | None] = [None] * num_blocks  # as _content gives it
         self.hash_to_block: dict[int, int] = {}
         self.free_blocks: OrderedDict[int, None] = OrderedDict((i, None) for i in range(num_blocks))
 
@@ -109,8 +109,17 @@ class BlockManager:
 
     # ---- prefix caching -------------------------------------------------------------
     @staticmethod
-    def _chain(parent: int | None, tokens: tuple[int, ...]) -> int:
+    def _chain(parent: int | None, tokens: tuple) -> int:
         return hash((parent, tokens))
+
+    def _content(self, seq: Sequence, i: int) -> tuple:
+        """What block i of `seq` holds: its tokens, and the content keys of any embeddings in it
+        (the same placeholder tokens with another image are other content)."""
+        bs = self.block_size
+        tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+        if not seq.embedding_spans:
+            return tokens
+        return tokens, seq.span_keys(i * bs, (i + 1) * bs)
 
     def match_prefix(self, seq: Sequence) -> int:
         """Take cached blocks for the leading uncomputed full blocks of `seq`; returns tokens reused.
@@ -126,7 +135,7 @@ class BlockManager:
         parent = seq.block_hashes[-1] if i else None
         reused = 0
         while (i + 1) * bs <= len(seq.token_ids) - 1:
-            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            tokens = self._content(seq, i)
             h = self._chain(parent, tokens)
             block = self.hash_to_block.get(h)
             if block is None or self.block_tokens[block] != tokens:
@@ -154,7 +163,7 @@ class BlockManager:
         full = min(seq.num_computed, len(seq.token_ids) if known_tokens is None else known_tokens) // bs
         parent = seq.block_hashes[-1] if seq.block_hashes else None
         for i in range(len(seq.block_hashes), full):
-            tokens = tuple(seq.token_ids[i * bs : (i + 1) * bs])
+            tokens = self._content(seq, i)
             h = self._chain(parent, tokens)
             block = seq.block_table[i]
             if self.block_hash[block] is None and h not in self.hash_to_block:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.engine import Engine
@@ -33,6 +34,8 @@ class LoadedModel:
     engine: Engine
     session_len: int
     backend_config: TurbomindEngineConfig
+    # A vision-language model's processor and vision encoder (lmdeploy_sdk.vl.model.VisionModel)
+    vision: Any = None
 
     def close(self) -> None:
         self.engine.close()
@@ -61,8 +64,10 @@ def load(
     model_name: str | None = None,
     *,
     random_weights: bool = False,
+    vision_config: Any = None,
 ) -> LoadedModel:
-    """random_weights: build the model from config.json with random weights (benchmarks only)."""
+    """random_weights: build the model from config.json with random weights (benchmarks only).
+    vision_config: a VisionConfig for a vision-language model's image encoder."""
     cfg = backend_config or TurbomindEngineConfig()
     if not isinstance(cfg, TurbomindEngineConfig):
         raise TypeError(f"backend_config must be a TurbomindEngineConfig, got {type(cfg).__name__}")
@@ -104,4 +109,9 @@ def load(
     )
     # served as typed (API.md); the server also accepts its short name (server/routes/openai_api.py)
     name = model_name or (str(model_path) if model_path is not None else model_dir.name)
-    return LoadedModel(model_dir, name, tokenizer, engine, session_len, cfg)
+    vision = None
+    if model_cfg.has_vision:
+        from lmdeploy_sdk.vl.model import VisionModel
+
+        vision = VisionModel(model_dir, dtype, device, vision_config)
+    return LoadedModel(model_dir, name, tokenizer, engine, session_len, cfg, vision)

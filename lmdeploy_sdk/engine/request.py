@@ -10,7 +10,7 @@ from typing import Callable
 
 from lmdeploy_sdk.engine.sampler import SamplingParams
 from lmdeploy_sdk.guided.compiler import GrammarMatcher
-from lmdeploy_sdk.engine.sequence import Sequence
+from lmdeploy_sdk.engine.sequence import EmbeddingSpan, Sequence
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.messages import GenerationConfig, Response
 from lmdeploy_sdk.stop_strings import StopStringMatcher
@@ -31,6 +31,8 @@ class Request:
     # gen_config.response_format's matcher, made by the submitter (compiling off the engine
     # thread); the engine makes it when it is missing
     grammar: GrammarMatcher | None = None
+    # Prompt tokens fed as given embeddings (images' features; lmdeploy_sdk.vl makes them)
+    embedding_spans: list[EmbeddingSpan] = field(default_factory=list)
 
 
 @dataclass(eq=False)

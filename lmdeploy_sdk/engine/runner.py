@@ -15,6 +15,7 @@ from lmdeploy_sdk.engine.graph_sizes import choose_graph_sizes
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
+from lmdeploy_sdk.models.decoder import Embeds
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
@@ -140,7 +141,7 @@ class ModelRunner:
             hidden = self._decode_with_graph(batch.items, input_ids, device_fill)
         else:
             ids, pos, meta = self.prepare_inputs(batch.items, fill)
-            hidden = self.model(ids, pos, self.kv_caches, meta)  # [T, H]
+            hidden = self.model(ids, pos, self.kv_caches, meta, self._embeds(batch.items))  # [T, H]
         done, rows, end = [], [], 0
         for seq, n in batch.items:
             seq.num_computed += n
@@ -155,6 +156,25 @@ class ModelRunner:
         else:
             last = hidden.index_select(0, to_device(rows, torch.int64, self.device))
         return done, self.model.compute_logits(last)  # [S, V]
+
+    def _embeds(self, items: list[tuple[Sequence, int]]) -> Embeds | None:
+        """The input rows of this step that take given embeddings (image features), and those
+        embeddings; a chunk may start or end inside an image."""
+        rows: list[int] = []
+        pieces: list[torch.Tensor] = []
+        offset = 0
+        for seq, n in items:
+            start = seq.num_computed
+            for span in seq.embedding_spans:
+                a, b = max(span.start, start), min(span.end, start + n)
+                if a < b:
+                    rows += range(offset + a - start, offset + b - start)
+                    pieces.append(span.embeddings[a - span.start : b - span.start])
+            offset += n
+        if not rows:
+            return None
+        values = torch.cat(pieces).to(self.device, non_blocking=True)  # [R, hidden]
+        return to_device(rows, torch.int64, self.device), values
 
     def _with_fill(self, input_ids: list[int], fill: TokenFill | None) -> DeviceFill | None:
         """Zero the placeholders of `input_ids` in place; the device rows and values that replace them."""

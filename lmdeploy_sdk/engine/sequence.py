@@ -16,6 +16,17 @@ class SequenceStatus(enum.Enum):
     FINISHED = "finished"
 
 
+@dataclass(frozen=True)
+class EmbeddingSpan:
+    """Tokens [start, end) of a sequence whose inputs are given embeddings (an image's features,
+    in place of its placeholder tokens); `key` names their content, for prefix-cache hashes."""
+
+    start: int
+    end: int
+    key: int
+    embeddings: Any = field(compare=False, repr=False)  # [end - start, hidden] (a tensor; opaque here)
+
+
 @dataclass(eq=False)
 class Sequence:
     seq_id: int
@@ -32,6 +43,12 @@ class Sequence:
     arrival: int = 0
     # What the engine attaches (request state); opaque to scheduler and block manager.
     owner: Any = None
+    # Sorted, disjoint, within token_ids.
+    embedding_spans: list[EmbeddingSpan] = field(default_factory=list)
+
+    def span_keys(self, start: int, end: int) -> tuple[tuple[int, int], ...]:
+        """(key, start relative to `start`) of the spans that overlap tokens [start, end)."""
+        return tuple((s.key, s.start - start) for s in self.embedding_spans if s.start < end and s.end > start)
 
     def __len__(self) -> int:
         return len(self.token_ids)

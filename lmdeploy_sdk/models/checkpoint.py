@@ -37,6 +37,19 @@ class WeightTarget:
 class CheckpointLayout:
     targets: Mapping[str, WeightTarget]
     ignored: frozenset[str] = field(default_factory=frozenset)  # may be present, never loaded
+    # Checkpoint name prefix -> the prefix `targets` use (a text model saved inside a larger model).
+    renames: tuple[tuple[str, str], ...] = ()
+    # Tensors under these prefixes belong to other parts (a vision tower), never loaded here.
+    ignored_prefixes: tuple[str, ...] = ()
+
+    def canonical(self, name: str) -> str | None:
+        """The `targets` name of a checkpoint tensor; None for tensors of other parts."""
+        if name.startswith(self.ignored_prefixes) and self.ignored_prefixes:
+            return None
+        for prefix, replacement in self.renames:
+            if name.startswith(prefix):
+                return replacement + name[len(prefix):]
+        return name
 
 
 def checkpoint_files(model_dir: Path) -> list[Path]:
@@ -113,7 +126,7 @@ def load_checkpoint(model: torch.nn.Module, model_dir: Path, layout: CheckpointL
         if repeated:
             raise CheckpointError(f"{f} repeats tensors already found in another shard: {_listing(repeated)}")
         present.update(names)
-    _check_names(present, layout, model_dir)
+    _check_names({c for c in map(layout.canonical, present) if c is not None}, layout, model_dir)
 
     params = dict(model.named_parameters())
     assert {t.param for t in layout.targets.values()} == set(params), "layout must cover every parameter"
@@ -121,7 +134,8 @@ def load_checkpoint(model: torch.nn.Module, model_dir: Path, layout: CheckpointL
     for f in tqdm(files, desc="Loading weights", unit="shard", disable=len(files) <= 1):
         with safe_open(f, framework="pt") as sf:
             for name in keys[f]:
-                target = layout.targets.get(name)
+                canonical = layout.canonical(name)
+                target = layout.targets.get(canonical) if canonical is not None else None
                 if target is not None:
                     rows = _write(params[target.param].data, name, target, sf.get_tensor(name), f)
                     rows_written[target.param] += rows

@@ -47,6 +47,12 @@ class ModelConfig:
     mlp_bias: bool = False
     qk_norm: bool = False  # RMSNorm over each q and k head before rope (Qwen3)
     sliding_window: int | None = None  # declared by the checkpoint; attention here is always full
+    # A vision-language model's text model (e.g. LlamaForCausalLM inside LlavaForConditionalGeneration).
+    text_architecture: str | None = None
+
+    @property
+    def has_vision(self) -> bool:
+        return self.text_architecture is not None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads", "head_dim",

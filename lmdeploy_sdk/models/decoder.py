@@ -19,6 +19,8 @@ from lmdeploy_sdk.models.rope import table_length
 from lmdeploy_sdk.ops import AttentionMetadata
 
 KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache), each [num_blocks, block_size, Hkv, D]
+# Input rows whose embeddings are given rather than looked up: (rows [R] int64, values [R, hidden])
+Embeds = tuple[torch.Tensor, torch.Tensor]
 
 
 class RMSNorm(nn.Module):
@@ -153,9 +155,13 @@ class DecoderModel(nn.Module):
         positions: torch.Tensor,
         kv_caches: list[KVCache],
         meta: AttentionMetadata,
+        embeds: Embeds | None = None,
     ) -> torch.Tensor:
         assert len(kv_caches) == len(self.layers), "one (k_cache, v_cache) pair per layer"
         hidden = F.embedding(input_ids, self.embed_tokens.weight)  # [T, hidden]
+        if embeds is not None:  # e.g. image features in place of the image tokens
+            rows, values = embeds
+            hidden = hidden.index_copy(0, rows, values.to(hidden.dtype))
         residual = None
         for layer, kv_cache in zip(self.layers, kv_caches):
             hidden, residual = layer(hidden, residual, positions, kv_cache, meta, self.rope_cos_sin)
@@ -186,9 +192,10 @@ class CausalLM(nn.Module):
         positions: torch.Tensor,
         kv_caches: list[KVCache],
         meta: AttentionMetadata,
+        embeds: Embeds | None = None,
     ) -> torch.Tensor:
-        # input_ids, positions: [T] int64 -> [T, hidden]
-        return self.model(input_ids, positions, kv_caches, meta)
+        # input_ids, positions: [T] int64; embeds: (rows [R] int64, values [R, hidden]) -> [T, hidden]
+        return self.model(input_ids, positions, kv_caches, meta, embeds)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits in the model's dtype: greedy decoding takes their argmax as they are (a

@@ -7,11 +7,18 @@ from types import MappingProxyType
 
 import huggingface_hub.errors
 
-from lmdeploy_sdk.models import internlm2, llama, mistral, qwen2, qwen3
+from lmdeploy_sdk.models import internlm2, llama, llava, mistral, qwen2, qwen3
 from lmdeploy_sdk.models.config import ModelConfig, read_json
 from lmdeploy_sdk.models.errors import ConfigError, UnsupportedArchitectureError
 from lmdeploy_sdk.models.spec import ArchSpec
 
+
+def _text_spec(text_config: dict) -> ArchSpec:
+    """The spec of a vision-language model's text model (from its text_config)."""
+    return arch_spec(_architecture(text_config, Path("config.json (text_config)")))
+
+
+_LLAVA = llava.make_spec(_text_spec)
 # Keyed by the HF `architectures` name in config.json.
 _ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType({
     "LlamaForCausalLM": llama.SPEC,
@@ -19,6 +26,7 @@ _ARCHITECTURES: Mapping[str, ArchSpec] = MappingProxyType({
     "Qwen3ForCausalLM": qwen3.SPEC,
     "MistralForCausalLM": mistral.SPEC,
     "InternLM2ForCausalLM": internlm2.SPEC,
+    **{name: _LLAVA for name in llava.VL_ARCHITECTURES},
 })
 # For configs saved without `architectures`.
 _BY_MODEL_TYPE: Mapping[str, str] = MappingProxyType({

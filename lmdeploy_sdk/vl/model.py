@@ -1,0 +1,75 @@
+"""VisionModel: a vision-language checkpoint's processor and vision encoder; turns a prompt with
+images into token ids (each image's placeholder expanded as the processor does) and the image
+features that replace those tokens' embeddings in our engine."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+
+from lmdeploy_sdk.engine.sequence import EmbeddingSpan
+from lmdeploy_sdk.vl.config import VisionConfig
+from lmdeploy_sdk.vl.encoder import VisionEncoder
+from lmdeploy_sdk.vl.image_io import image_key
+from lmdeploy_sdk.vl.inputs import VisionPrompt
+
+
+def _image_token_id(config: transformers.PretrainedConfig) -> int:
+    for name in ("image_token_id", "image_token_index"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError("the model's config names no image token (image_token_id)")
+
+
+class VisionModel:
+    def __init__(self, model_dir: Path, dtype: torch.dtype, device: torch.device,
+                 config: VisionConfig | None = None) -> None:
+        self.config = config or VisionConfig()
+        self.processor = transformers.AutoProcessor.from_pretrained(model_dir)
+        self.encoder = VisionEncoder(model_dir, dtype, device)
+        self.image_token_id = _image_token_id(self.encoder.config)
+
+    def prompt_text(self, prompt: VisionPrompt, do_preprocess: bool = True) -> str:
+        if do_preprocess:
+            return self.processor.apply_chat_template(prompt.messages, add_generation_prompt=True, tokenize=False)
+        texts = [p.get("text", "") if p.get("type") == "text" else self.processor.image_token
+                 for m in prompt.messages for p in (m["content"] if isinstance(m["content"], list)
+                                                    else [{"type": "text", "text": m["content"]}])]
+        return "".join(texts)
+
+    def encode(self, prompt: VisionPrompt, do_preprocess: bool = True) -> tuple[list[int], list[EmbeddingSpan]]:
+        """(token ids, one EmbeddingSpan per image). ValueError when the text and images disagree."""
+        text = self.prompt_text(prompt, do_preprocess)
+        try:
+            batch = self.processor(text=[text], images=prompt.images or None, return_tensors="pt")
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"the prompt and its {len(prompt.images)} image(s) do not fit together: {e}") from None
+        ids = batch["input_ids"][0].tolist()
+        if not prompt.images:
+            return ids, []
+        features = self._features(batch["pixel_values"], batch.get("image_sizes"))
+        return ids, self._spans(ids, prompt, features)
+
+    def _features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> list[torch.Tensor]:
+        step = self.config.max_batch_size
+        out: list[torch.Tensor] = []
+        for i in range(0, pixel_values.shape[0], step):
+            sizes = image_sizes[i:i + step] if image_sizes is not None else None
+            out += self.encoder.features(pixel_values[i:i + step], sizes)
+        return out
+
+    def _spans(self, ids: list[int], prompt: VisionPrompt, features: list[torch.Tensor]) -> list[EmbeddingSpan]:
+        positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
+        if len(positions) != sum(f.shape[0] for f in features):
+            raise ValueError(f"the prompt has {len(positions)} image tokens but its {len(features)} image(s) give "
+                             f"{sum(f.shape[0] for f in features)} features")
+        spans, at = [], 0
+        for image, feats in zip(prompt.images, features):
+            start = positions[at]
+            at += feats.shape[0]
+            if positions[at - 1] != start + feats.shape[0] - 1:
+                raise ValueError("an image's placeholder tokens are not contiguous in the prompt")
+            spans.append(EmbeddingSpan(start, start + feats.shape[0], image_key(image), feats))
+        return spans
