@@ -75,6 +75,11 @@ class AsyncEngine:
         )
         self._mailboxes_lock = threading.Lock()  # loops in several threads may share this engine
 
+    @property
+    def vision(self):
+        """A vision-language model's VisionModel (lmdeploy_sdk.vl.model), else None."""
+        return self._loaded.vision
+
     def _mailbox(self, loop: asyncio.AbstractEventLoop) -> _LoopMailbox:
         with self._mailboxes_lock:
             box = self._mailboxes.get(loop)
@@ -90,13 +95,19 @@ class AsyncEngine:
         session_id: int | None = None,
         request_id: str | None = None,
         do_preprocess: bool = True,
+        embedding_spans: list | None = None,
     ) -> AsyncIterator[Response]:
-        """Yield Response deltas; the last one carries finish_reason. Errors come back as responses."""
+        """Yield Response deltas; the last one carries finish_reason. Errors come back as responses.
+        embedding_spans: for a prompt of token ids, the image features they take (VisionModel.encode)."""
         gen_config = gen_config or GenerationConfig()
         if gen_config.n != 1:
             raise ValueError(f"AsyncEngine.generate runs one sequence; got n={gen_config.n} (fan out n yourself)")
         try:
-            ids = prompts.encode(self.tokenizer, prompt, do_preprocess)
+            if prompts.is_token_ids(prompt):
+                ids, spans = list(prompt), list(embedding_spans or [])
+            else:  # an image prompt runs the vision tower: not on the event loop
+                ids, spans = await asyncio.to_thread(
+                    prompts.encode_inputs, self.tokenizer, self._loaded.vision, prompt, do_preprocess)
             spec = grammar_spec(gen_config.response_format)
             # compiling a new grammar takes milliseconds: not on the event loop
             grammar = None if spec is None else await asyncio.to_thread(self.tokenizer.grammars.matcher, spec)
@@ -110,7 +121,7 @@ class AsyncEngine:
         def emit(resp: Response) -> None:
             mailbox.post(queue, resp)
 
-        self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id, grammar))
+        self._loaded.engine.submit(Request(rid, ids, gen_config, emit, session_id, grammar, spans))
         finished = False
         try:
             while not finished:

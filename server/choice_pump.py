@@ -25,7 +25,9 @@ async def pump_choice(
     so the consumer still sees every choice finish."""
     prompt = plan.prompts[plan.prompt_of_choice[index]]
     try:
-        async for resp in engine.generate(prompt, plan.configs[index], session_id=session_id, request_id=request_id):
+        spans = plan.spans[plan.prompt_of_choice[index]] if plan.spans else None
+        async for resp in engine.generate(prompt, plan.configs[index], session_id=session_id, request_id=request_id,
+                                          embedding_spans=spans):
             queue.put_nowait((index, resp))
     except asyncio.CancelledError:
         raise

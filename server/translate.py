@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import msgspec
 
 from lmdeploy_sdk.messages import GenerationConfig
+from lmdeploy_sdk.server.image_request import content_part_dict, image_messages, refuse_images
 from lmdeploy_sdk.server.guided_request import (
     GrammarTokenizer, compile_response_format, logit_bias_ids, response_format_dict,
 )
@@ -48,6 +49,8 @@ class GenerationPlan:
     configs: list[GenerationConfig]
     prompt_of_choice: list[int]
     tool_format: ToolFormat | None = None  # chat answers are read for tool calls in this format
+    # per prompt, the image features its tokens take (a vision-language model's chat), or None
+    spans: list[list] | None = None
 
     @property
     def prompt_tokens(self) -> int:
@@ -67,7 +70,7 @@ def message_dicts(messages: list[ChatMessage] | str) -> list[dict[str, Any]]:
     for m in messages:
         d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
         if isinstance(m.content, list):
-            d["content"] = [{"type": p.type, "text": p.text} for p in m.content]
+            d["content"] = [content_part_dict(p) for p in m.content]
         elif m.content is not msgspec.UNSET or m.tool_calls:
             d["content"] = None if m.content is msgspec.UNSET else m.content
         if m.name is not None:
@@ -193,14 +196,22 @@ def _field_of(message: str) -> str | None:
     return "stop" if head == "stop_words" else (head if head.isidentifier() else None)
 
 
-def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_len: int) -> GenerationPlan:
+def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_len: int,
+              vision: Any = None) -> GenerationPlan:
+    """vision: the model's VisionModel (lmdeploy_sdk.vl), which image_url parts need."""
     _reject_unsupported(req)
     if req.top_logprobs is not None and not req.logprobs:
         raise InvalidRequest("top_logprobs needs logprobs=true", "top_logprobs")
     check_text_fits(message_texts(req.messages), tokenizer, session_len, "messages")
+    spans = None
     try:
         tools = tool_plan(req, message_dicts(req.messages), tokenizer.chat_template)
-        ids = tokenizer.encode_prompt(tools.messages, do_preprocess=True, tools=tools.template_tools)
+        if vision is not None:  # its processor renders and expands the prompt, images or not
+            ids, found = vision.encode(image_messages(tools.messages))
+            spans = [found]
+        else:
+            refuse_images(tools.messages)
+            ids = tokenizer.encode_prompt(tools.messages, do_preprocess=True, tools=tools.template_tools)
     except ValueError as e:
         if isinstance(e, InvalidRequest):
             raise
@@ -212,7 +223,7 @@ def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_le
     response_format = tools.forced_format or response_format_dict(req.response_format)
     compile_response_format(response_format, tokenizer, "tools" if tools.forced_format else "response_format")
     configs = _choice_configs(req, max_new, logprobs, response_format)
-    return GenerationPlan([ids], configs, [0] * len(configs), tools.format)
+    return GenerationPlan([ids], configs, [0] * len(configs), tools.format, spans)
 
 
 def completion_prompts(prompt: str | list[Any]) -> list[str | list[int]]:

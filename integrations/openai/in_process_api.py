@@ -7,6 +7,7 @@ re-validation), so both paths give the same objects.
 """
 from __future__ import annotations
 
+import functools
 import time
 import uuid
 from collections.abc import AsyncGenerator
@@ -99,7 +100,7 @@ class InProcessAPI:
         """`seconds`: the time limit (a stream's: for each chunk); None waits as long as it takes."""
         req = parse_request(params, ChatCompletionRequest, CHAT_PATH)
         self._check_model(req.model, CHAT_PATH)
-        plan = self._plan(chat_plan, req, CHAT_PATH)
+        plan = self._plan(functools.partial(chat_plan, vision=self.engine.vision), req, CHAT_PATH)
         api_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         tokenizer = self.engine.tokenizer

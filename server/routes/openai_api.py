@@ -61,7 +61,7 @@ async def chat_completions(data: JSONBody[ChatCompletionRequest], request: Reque
     data = await strict_body(request, ChatCompletionRequest)
     engine = ctx.engine
     check_model(ctx, data.model)
-    plan = await in_worker(chat_plan, data, engine.tokenizer, engine.session_len)
+    plan = await in_worker(chat_plan, data, engine.tokenizer, engine.session_len, engine.vision)
     api_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
     gen, first = await start_generation(ctx, request, plan, api_id, data.session_id, data.end_session)

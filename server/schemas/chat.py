@@ -25,11 +25,17 @@ RepetitionPenalty = Annotated[float, Meta(ge=1e-6, le=1e6)]
 Seed = Annotated[int, Meta(ge=-(2**63), le=2**63 - 1)]
 
 
+class ImageURL(msgspec.Struct, kw_only=True):
+    url: str  # a data: URL (base64) or an http(s) URL
+    detail: str | None = None  # OpenAI's hint; accepted, not used
+
+
 class ContentPart(msgspec.Struct, kw_only=True):
-    """One part of a multi-part message; only text parts can be served by a text model."""
+    """One part of a multi-part message: text, or (for a vision-language model) image_url."""
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
 
 
 class ToolCallFunction(msgspec.Struct, kw_only=True):
