@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import queue
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -65,6 +66,14 @@ class _FoldDeltas:
         if delta.finish_reason is not None:
             self._acc.text = "".join(self._text)
             self._out.put((self._rid, self._index, self._acc))
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """A prompt already turned into token ids and image spans."""
+
+    ids: list[int]
+    spans: list
 
 
 def _prompts_argument(given: Any, kw: dict) -> Any:
@@ -131,6 +140,30 @@ class Pipeline:
                 raise TypeError(f"gen_config entries must be GenerationConfig, got {type(c).__name__}")
         return [c.replace(**kw) if kw else c for c in cfgs]
 
+    def _encode_images(self, items: list[Any], do_preprocess: bool) -> dict[int, Any]:
+        """index -> _Encoded for the prompts with images: their images go through the vision
+        tower together (VisionConfig.max_batch_size at a time), not one prompt at a time."""
+        vision = self._loaded.vision
+        if vision is None:
+            return {}
+        from lmdeploy_sdk.vl.inputs import vision_prompt
+
+        found: dict[int, Any] = {}
+        for i, p in enumerate(items):
+            try:
+                vp = vision_prompt(p)
+            except ValueError:
+                continue  # _submit reports it for this prompt alone
+            if vp is not None:
+                found[i] = vp
+        if len(found) < 2:
+            return {}
+        try:
+            results = vision.encode_many(list(found.values()), do_preprocess)
+        except ValueError:
+            return {}  # one prompt is bad: encode one by one, so the error lands on that prompt alone
+        return {i: _Encoded(*r) for i, r in zip(found, results)}
+
     def _submit(
         self, prompt: Any, cfg: GenerationConfig, index: int, out: queue.Queue, do_preprocess: bool,
         session_id: int | None = None, stream: bool = True,
@@ -141,7 +174,10 @@ class Pipeline:
         spec = grammar_spec(cfg.response_format)
         spans: list = []
         try:
-            ids, spans = prompts.encode_inputs(self.tokenizer, self._loaded.vision, prompt, do_preprocess)
+            if isinstance(prompt, _Encoded):
+                ids, spans = prompt.ids, prompt.spans
+            else:
+                ids, spans = prompts.encode_inputs(self.tokenizer, self._loaded.vision, prompt, do_preprocess)
             if spec is not None:
                 self.tokenizer.grammars.matcher(spec)  # compile (or find) it here, not on the engine thread
         except (ValueError, TypeError) as e:
@@ -171,8 +207,9 @@ class Pipeline:
         submission order."""
         out: queue.Queue = queue.Queue()
         pending: set[str] = set()
+        encoded = self._encode_images(items, do_preprocess)
         for i, (p, c) in enumerate(zip(items, cfgs)):
-            rids = self._submit(p, c, i, out, do_preprocess, session_id, stream)
+            rids = self._submit(encoded.get(i, p), c, i, out, do_preprocess, session_id, stream)
             pending.update(rids)
             if submitted is not None:
                 submitted += rids

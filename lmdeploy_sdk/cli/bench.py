@@ -14,7 +14,7 @@ from pathlib import Path
 def register(sub) -> None:
     p = sub.add_parser("bench", help="measure decode latency and offline throughput; profile one step; "
                        "guided decoding's cost")
-    p.add_argument("kind", choices=["latency", "throughput", "profile", "guided"])
+    p.add_argument("kind", choices=["latency", "throughput", "profile", "guided", "vision"])
     p.add_argument("model", nargs="?", default=None,
                    help="model directory or embedded name; with --shape, the tokenizer source")
     p.add_argument("--shape", default=None, help="random weights of a named shape, e.g. llama3-8b")
@@ -37,6 +37,8 @@ def register(sub) -> None:
     p.add_argument("--step-times", action="store_true",
                    help="(throughput) also time every engine step and summarise them by batch size")
     p.add_argument("--batch", type=int, default=1, help="(profile, guided) sequences in the step")
+    p.add_argument("--vision-batch-size", type=int, default=8,
+                   help="(vision) images the vision tower encodes at once (VisionConfig.max_batch_size)")
     p.add_argument("--context", type=int, default=512, help="(profile) context tokens of each sequence")
     p.add_argument("--prefill", action="store_true",
                    help="(profile) every sequence prefills its whole context (default: one decode token)")
@@ -72,24 +74,32 @@ def run(args: argparse.Namespace) -> int:
     from lmdeploy_sdk.bench import runs
     from lmdeploy_sdk.bench.guided import guided_overhead
     from lmdeploy_sdk.bench.profile import profile_step
+    from lmdeploy_sdk.bench.vision import vision_bench, write_llava_shape
     from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
     from lmdeploy_sdk.engine.factory import load
     from lmdeploy_sdk.engine.step_times import StepTimes
     from lmdeploy_sdk.messages import TurbomindEngineConfig
     from lmdeploy_sdk.model_source import resolve_model_path
+    from lmdeploy_sdk.vl.config import VisionConfig
 
     cache = args.cache_max_entry_count
     cfg = TurbomindEngineConfig(dtype=args.dtype, max_batch_size=args.max_batch_size, device=args.device,
                                 model_format=args.model_format,
                                 cache_max_entry_count=int(cache) if cache >= 1 else cache)
     with tempfile.TemporaryDirectory() as tmp:
+        vision_config = None
         if args.shape:  # MODEL only lends its tokenizer (any directory holding one)
             src = Path(args.model) if args.model and Path(args.model).is_dir() else resolve_model_path(args.model)
-            model_dir = write_shape(args.shape, src, Path(tmp) / args.shape,
-                                    int4_group=args.w_group_size if args.w4 else None)
+            if args.kind == "vision":
+                model_dir = write_llava_shape(args.shape, src, Path(tmp) / args.shape)
+            else:
+                model_dir = write_shape(args.shape, src, Path(tmp) / args.shape,
+                                        int4_group=args.w_group_size if args.w4 else None)
         else:
             model_dir = resolve_model_path(args.model, args.model_format)
-        loaded = load(model_dir, cfg, random_weights=bool(args.shape))
+        if args.kind == "vision":
+            vision_config = VisionConfig(max_batch_size=args.vision_batch_size)
+        loaded = load(model_dir, cfg, random_weights=bool(args.shape), vision_config=vision_config)
         engine = AsyncEngine(loaded=loaded)
         vocab = loaded.engine.vocab_size
         result = {"context": _context(args), "model": (args.shape + (f" w4 g{args.w_group_size}" if args.w4 else ""))
@@ -99,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
                 r = profile_step(loaded.engine, args.batch, args.context, args.context if args.prefill else 1)
             elif args.kind == "guided":
                 r = guided_overhead(loaded, args.batch, args.output_len)
+            elif args.kind == "vision":
+                if loaded.vision is None:
+                    raise SystemExit("bench vision needs a vision-language model (or --shape llava-1.5-7b)")
+                r = vision_bench(loaded, args.num_prompts, args.output_len, args.seed)
             elif args.kind == "latency":
                 r = runs.latency(engine, args.input_len, args.output_len, vocab)
                 dev = loaded.engine.runner.device

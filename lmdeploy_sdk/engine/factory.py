@@ -113,5 +113,5 @@ def load(
     if model_cfg.has_vision:
         from lmdeploy_sdk.vl.model import VisionModel
 
-        vision = VisionModel(model_dir, dtype, device, vision_config)
+        vision = VisionModel(model_dir, dtype, device, vision_config, random_weights)
     return LoadedModel(model_dir, name, tokenizer, engine, session_len, cfg, vision)

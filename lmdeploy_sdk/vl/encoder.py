@@ -59,7 +59,9 @@ def _without_text_model(config: transformers.PretrainedConfig) -> transformers.P
 class VisionEncoder:
     """images' pixel values -> one [tokens, hidden] feature tensor per image."""
 
-    def __init__(self, model_dir: Path, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(self, model_dir: Path, dtype: torch.dtype, device: torch.device, random_weights: bool = False
+                 ) -> None:
+        """random_weights: keep transformers' random initialisation (benchmarks of real shapes)."""
         config = transformers.AutoConfig.from_pretrained(model_dir)
         arch = (config.architectures or [""])[0]
         if arch not in _MODEL_CLASSES:
@@ -68,7 +70,8 @@ class VisionEncoder:
         self.device, self.dtype = device, dtype
         model = getattr(transformers, _MODEL_CLASSES[arch])(_without_text_model(config))
         del model.language_model
-        self._load(model, model_dir)
+        if not random_weights:
+            self._load(model, model_dir)
         self.model = model.to(device=device, dtype=dtype).eval().requires_grad_(False)
         self._lock = threading.Lock()  # one encode at a time: callers may be several threads
 

@@ -25,10 +25,10 @@ def _image_token_id(config: transformers.PretrainedConfig) -> int:
 
 class VisionModel:
     def __init__(self, model_dir: Path, dtype: torch.dtype, device: torch.device,
-                 config: VisionConfig | None = None) -> None:
+                 config: VisionConfig | None = None, random_weights: bool = False) -> None:
         self.config = config or VisionConfig()
         self.processor = transformers.AutoProcessor.from_pretrained(model_dir)
-        self.encoder = VisionEncoder(model_dir, dtype, device)
+        self.encoder = VisionEncoder(model_dir, dtype, device, random_weights)
         self.image_token_id = _image_token_id(self.encoder.config)
 
     def prompt_text(self, prompt: VisionPrompt, do_preprocess: bool = True) -> str:
@@ -41,6 +41,23 @@ class VisionModel:
 
     def encode(self, prompt: VisionPrompt, do_preprocess: bool = True) -> tuple[list[int], list[EmbeddingSpan]]:
         """(token ids, one EmbeddingSpan per image). ValueError when the text and images disagree."""
+        return self.encode_many([prompt], do_preprocess)[0]
+
+    def encode_many(self, prompts: list[VisionPrompt], do_preprocess: bool = True
+                    ) -> list[tuple[list[int], list[EmbeddingSpan]]]:
+        """encode() of several prompts, their images through the tower together, up to
+        max_batch_size at a time."""
+        processed = [self._process(p, do_preprocess) for p in prompts]
+        pixels = [row for _, rows, _ in processed for row in rows]  # one [..., 3, H, W] per image
+        sizes = [size for _, _, sizes in processed for size in sizes]
+        features = iter(self._features(pixels, sizes))
+        out = []
+        for prompt, (ids, rows, _) in zip(prompts, processed):
+            out.append((ids, self._spans(ids, prompt, [next(features) for _ in rows]) if rows else []))
+        return out
+
+    def _process(self, prompt: VisionPrompt, do_preprocess: bool) -> tuple[list[int], list, list]:
+        """(token ids, pixel values per image, image size per image or None) from the processor."""
         text = self.prompt_text(prompt, do_preprocess)
         try:
             batch = self.processor(text=[text], images=prompt.images or None, return_tensors="pt")
@@ -48,16 +65,21 @@ class VisionModel:
             raise ValueError(f"the prompt and its {len(prompt.images)} image(s) do not fit together: {e}") from None
         ids = batch["input_ids"][0].tolist()
         if not prompt.images:
-            return ids, []
-        features = self._features(batch["pixel_values"], batch.get("image_sizes"))
-        return ids, self._spans(ids, prompt, features)
+            return ids, [], []
+        sizes = batch.get("image_sizes")
+        return ids, list(batch["pixel_values"]), list(sizes) if sizes is not None else [None] * len(prompt.images)
 
-    def _features(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> list[torch.Tensor]:
-        step = self.config.max_batch_size
+    def _features(self, pixels: list[torch.Tensor], sizes: list) -> list[torch.Tensor]:
+        """Per image features; consecutive images of one shape go through the tower together."""
         out: list[torch.Tensor] = []
-        for i in range(0, pixel_values.shape[0], step):
-            sizes = image_sizes[i:i + step] if image_sizes is not None else None
-            out += self.encoder.features(pixel_values[i:i + step], sizes)
+        i = 0
+        while i < len(pixels):
+            j = i + 1
+            while j < len(pixels) and j - i < self.config.max_batch_size and pixels[j].shape == pixels[i].shape:
+                j += 1
+            image_sizes = torch.stack(sizes[i:j]) if sizes[i] is not None else None
+            out += self.encoder.features(torch.stack(pixels[i:j]), image_sizes)
+            i = j
         return out
 
     def _spans(self, ids: list[int], prompt: VisionPrompt, features: list[torch.Tensor]) -> list[EmbeddingSpan]:

@@ -109,3 +109,19 @@ def test_preempted_requests_recompute_their_images(vl_model):
         outs = tight(prompts, gen_config=cfg)
         assert tight._engine.stats().preemptions_total > 0
     assert [o.token_ids for o in outs] == expected
+
+
+def test_images_of_a_batch_go_through_the_tower_together(vl_model):
+    """VisionConfig(max_batch_size=4): the batch's images encoded in groups give the same tokens."""
+    from lmdeploy_sdk import VisionConfig
+
+    images = [tiny_image(40 + i) for i in range(3)] + [tiny_image(43, size=(48, 24))]
+    prompts = [(f"Which {i}?", image) for i, image in enumerate(images)]
+    expected = [hf_greedy(vl_model, [user(p)], [img], NEW)[1] for p, img in prompts]
+    config = TurbomindEngineConfig(device="cpu", session_len=2048, cache_max_entry_count=96)
+    with pipeline(str(vl_model), config, vision_config=VisionConfig(max_batch_size=4)) as p:
+        calls = []
+        features = p._loaded.vision.encoder.features
+        p._loaded.vision.encoder.features = lambda pv, sizes: calls.append(pv.shape[0]) or features(pv, sizes)
+        assert [o.token_ids for o in p(prompts, gen_config=GREEDY)] == expected
+    assert max(calls) > 1 and sum(calls) == 4  # several images per tower call, each image once
