@@ -72,3 +72,19 @@ def test_profile_json(tokenizer_dir, tmp_path, capsys):
 def test_prefill_only_for_profile(tokenizer_dir):
     with pytest.raises(SystemExit, match="--prefill applies to `bench profile`"):
         main(["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--device", "cpu", "--prefill"])
+
+
+def test_vision_json(tokenizer_dir, tmp_path, capsys):
+    """bench vision on the tiny llava shape: a 336 px image is 576 image tokens, the figures add up."""
+    out = tmp_path / "vision.json"
+    assert main(["bench", "vision", str(tokenizer_dir), "--shape", "llava-tiny", "--num-prompts", "4",
+                 "--output-len", "4", "--device", "cpu", "--cache-max-entry-count", "96", "--vision-batch-size", "3",
+                 "--json", str(out)]) == 0
+    r = json.loads(out.read_text())["vision"]
+    assert r["image_tokens"] == 576 and r["question_tokens"] == 32
+    assert r["prompt_tokens"] > r["image_tokens"] + r["question_tokens"]
+    assert r["requests"] == 4 and r["output_tok_s"] > 0 and 0 < r["vision_tower_s"] <= r["vision_encode_s"]
+    assert 0 < r["vision_share_of_wall"] < 1 and r["vision_max_batch_size"] == 3
+    assert "ttft_s" in capsys.readouterr().out
+    assert main(["bench", "vision", str(tokenizer_dir), "--shape", "llama-tiny", "--device", "cpu"]) == 2
+    assert "--shape llama-tiny: vision shapes are llava-1.5-7b, llava-tiny" in capsys.readouterr().err
