@@ -93,18 +93,19 @@ def test_lmdeploy_chat_takes_langchain_image_blocks(llava_dir, llava_pipe, llava
             chat.close()
 
 
+@pytest.mark.parametrize("test", ["test_image_inputs", "test_image_tool_message"])
 @pytest.mark.parametrize("where", ["in_process", "remote"])
-def test_langchains_standard_image_input_test(where, llava_pipe, llava_server, monkeypatch, anyio_backend):
-    """langchain-tests' own test_image_inputs, run as written; the picture it downloads comes from
+def test_langchains_standard_image_input_tests(test, where, llava_pipe, llava_server, monkeypatch, anyio_backend):
+    """langchain-tests' own image tests, run as written; the picture they download comes from
     here (no network)."""
     picture = io.BytesIO()
     tiny_image(34, size=(64, 48)).save(picture, format="PNG")
     monkeypatch.setattr(httpx, "get", lambda *a, **k: SimpleNamespace(content=picture.getvalue(), status_code=200))
     params = {"pipeline": llava_pipe} if where == "in_process" else {"base_url": llava_server, "api_key": "none"}
-    suite = SimpleNamespace(supports_image_inputs=True, supports_image_urls=False)
+    suite = SimpleNamespace(supports_image_inputs=True, supports_image_urls=False, supports_image_tool_message=True)
     chat = LMDeployChat(max_tokens=NEW, temperature=0, **params)
     try:
-        ChatModelIntegrationTests.test_image_inputs(suite, chat)
+        getattr(ChatModelIntegrationTests, test)(suite, chat)
     finally:
         chat.close()
 
