@@ -38,7 +38,7 @@ from lmdeploy_sdk.engine.request import Request, RequestState, error_response
 from lmdeploy_sdk.engine.runner import ModelRunner, TokenFill
 from lmdeploy_sdk.engine.sampler import GrammarMasks, SampledTokens, Sampler, SamplingParams, SamplingRow
 from lmdeploy_sdk.engine.scheduler import Scheduler
-from lmdeploy_sdk.engine.sequence import EmbeddingSpan, Sequence, SequenceStatus
+from lmdeploy_sdk.engine.sequence import Sequence, SequenceStatus, check_spans, first_span_change
 from lmdeploy_sdk.engine.step_times import StepRecord, StepTimes
 from lmdeploy_sdk.errors import ErrorCode
 from lmdeploy_sdk.guided import grammar_spec
@@ -99,31 +99,6 @@ def common_prefix_len(a: list[int], b: list[int]) -> int:
     while i < n and a[i] == b[i]:
         i += 1
     return i
-
-
-def first_span_change(old: list[EmbeddingSpan], new: list[EmbeddingSpan]) -> int:
-    """Where a session's given embeddings first differ from a new prompt's (its KV is kept up to there)."""
-    for a, b in zip(old, new):
-        if (a.start, a.end, a.key) != (b.start, b.end, b.key):
-            return min(a.start, b.start)
-    if len(old) > len(new):
-        return old[len(new)].start
-    if len(new) > len(old):
-        return new[len(old)].start
-    return 1 << 62
-
-
-def check_spans(spans: list[EmbeddingSpan], num_tokens: int, hidden: int) -> str | None:
-    """Why a request's embedding spans cannot be fed, or None."""
-    end = 0
-    for span in spans:
-        if not end <= span.start < span.end <= num_tokens:
-            return f"embedding span [{span.start}, {span.end}) is outside the prompt or overlaps another"
-        if tuple(span.embeddings.shape) != (span.end - span.start, hidden):
-            return (f"embedding span [{span.start}, {span.end}) has embeddings of shape "
-                    f"{tuple(span.embeddings.shape)}, expected ({span.end - span.start}, {hidden})")
-        end = span.end
-    return None
 
 
 class Engine:

@@ -61,3 +61,28 @@ class Sequence:
     def is_decoding(self) -> bool:
         """Exactly one token (the last sampled one) is waiting to be fed."""
         return self.num_uncomputed == 1
+
+
+def first_span_change(old: list[EmbeddingSpan], new: list[EmbeddingSpan]) -> int:
+    """Where a session's given embeddings first differ from a new prompt's (its KV is kept up to there)."""
+    for a, b in zip(old, new):
+        if (a.start, a.end, a.key) != (b.start, b.end, b.key):
+            return min(a.start, b.start)
+    if len(old) > len(new):
+        return old[len(new)].start
+    if len(new) > len(old):
+        return new[len(old)].start
+    return 1 << 62
+
+
+def check_spans(spans: list[EmbeddingSpan], num_tokens: int, hidden: int) -> str | None:
+    """Why a request's embedding spans cannot be fed, or None."""
+    end = 0
+    for span in spans:
+        if not end <= span.start < span.end <= num_tokens:
+            return f"embedding span [{span.start}, {span.end}) is outside the prompt or overlaps another"
+        if tuple(span.embeddings.shape) != (span.end - span.start, hidden):
+            return (f"embedding span [{span.start}, {span.end}) has embeddings of shape "
+                    f"{tuple(span.embeddings.shape)}, expected ({span.end - span.start}, {hidden})")
+        end = span.end
+    return None
