@@ -37,6 +37,3 @@ class SessionTable:
         """Drop the entry (only if it still names `replica`, when given)."""
         if replica is None or self._owners.get(session_id) == replica:
             self._owners.pop(session_id, None)
-
-    def sessions_on(self, replica: str) -> int:
-        return sum(1 for r in self._owners.values() if r == replica)
