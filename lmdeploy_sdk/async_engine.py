@@ -107,7 +107,8 @@ class AsyncEngine:
                 ids, spans = list(prompt), list(embedding_spans or [])
             else:  # an image prompt runs the vision tower: not on the event loop
                 ids, spans = await asyncio.to_thread(
-                    prompts.encode_inputs, self.tokenizer, self._loaded.vision, prompt, do_preprocess)
+                    prompts.encode_inputs, self.tokenizer, self._loaded.vision, prompt, do_preprocess,
+                    self.session_len)
             spec = grammar_spec(gen_config.response_format)
             # compiling a new grammar takes milliseconds: not on the event loop
             grammar = None if spec is None else await asyncio.to_thread(self.tokenizer.grammars.matcher, spec)

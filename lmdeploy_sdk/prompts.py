@@ -69,10 +69,11 @@ def with_images(prompts: Any, images: Any) -> Any:
                      "messages use image_url content parts")
 
 
-def encode_inputs(tokenizer: Tokenizer, vision: Any, prompt: Any, do_preprocess: bool = True
-                  ) -> tuple[list[int], list]:
+def encode_inputs(tokenizer: Tokenizer, vision: Any, prompt: Any, do_preprocess: bool = True,
+                  max_tokens: int | None = None) -> tuple[list[int], list]:
     """(token ids, embedding spans) of one prompt; `vision` is the model's VisionModel or None
-    (a text-only model). Raises ValueError."""
+    (a text-only model); an image prompt longer than max_tokens is refused before its images are
+    encoded. Raises ValueError."""
     from lmdeploy_sdk.vl.inputs import VisionPrompt, has_image_parts, vision_prompt
 
     if vision is None:
@@ -88,4 +89,4 @@ def encode_inputs(tokenizer: Tokenizer, vision: Any, prompt: Any, do_preprocess:
         if isinstance(prompt, str) and not do_preprocess:
             return tokenizer.encode_prompt(prompt, do_preprocess=False), []
         image_prompt = VisionPrompt(messages, [])
-    return vision.encode(image_prompt, do_preprocess)
+    return vision.encode(image_prompt, do_preprocess, max_tokens)

@@ -159,7 +159,7 @@ class Pipeline:
         if len(found) < 2:
             return {}
         try:
-            results = vision.encode_many(list(found.values()), do_preprocess)
+            results = vision.encode_many(list(found.values()), do_preprocess, self.session_len)
         except ValueError:
             return {}  # one prompt is bad: encode one by one, so the error lands on that prompt alone
         return {i: _Encoded(*r) for i, r in zip(found, results)}
@@ -177,7 +177,8 @@ class Pipeline:
             if isinstance(prompt, _Encoded):
                 ids, spans = prompt.ids, prompt.spans
             else:
-                ids, spans = prompts.encode_inputs(self.tokenizer, self._loaded.vision, prompt, do_preprocess)
+                ids, spans = prompts.encode_inputs(self.tokenizer, self._loaded.vision, prompt, do_preprocess,
+                                                   self.session_len)
             if spec is not None:
                 self.tokenizer.grammars.matcher(spec)  # compile (or find) it here, not on the engine thread
         except (ValueError, TypeError) as e:

@@ -207,7 +207,13 @@ def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_le
     try:
         tools = tool_plan(req, message_dicts(req.messages), tokenizer.chat_template)
         if vision is not None:  # its processor renders and expands the prompt, images or not
-            ids, found = vision.encode(image_messages(tools.messages))
+            prompt = image_messages(tools.messages)
+            try:
+                ids, found = vision.encode(prompt, max_tokens=session_len)
+            except ValueError as e:  # too long (e.g. too many images): before the tower runs
+                if "more than session_len" in str(e):
+                    raise InvalidRequest(str(e), "messages", "context_length_exceeded") from None
+                raise
             spans = [found]
         else:
             refuse_images(tools.messages)

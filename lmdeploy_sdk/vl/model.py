@@ -39,15 +39,22 @@ class VisionModel:
                                                     else [{"type": "text", "text": m["content"]}])]
         return "".join(texts)
 
-    def encode(self, prompt: VisionPrompt, do_preprocess: bool = True) -> tuple[list[int], list[EmbeddingSpan]]:
-        """(token ids, one EmbeddingSpan per image). ValueError when the text and images disagree."""
-        return self.encode_many([prompt], do_preprocess)[0]
+    def encode(self, prompt: VisionPrompt, do_preprocess: bool = True, max_tokens: int | None = None
+               ) -> tuple[list[int], list[EmbeddingSpan]]:
+        """(token ids, one EmbeddingSpan per image). ValueError when the text and images disagree,
+        or when the prompt (images included) is longer than max_tokens: checked before the tower runs."""
+        return self.encode_many([prompt], do_preprocess, max_tokens)[0]
 
-    def encode_many(self, prompts: list[VisionPrompt], do_preprocess: bool = True
+    def encode_many(self, prompts: list[VisionPrompt], do_preprocess: bool = True, max_tokens: int | None = None
                     ) -> list[tuple[list[int], list[EmbeddingSpan]]]:
         """encode() of several prompts, their images through the tower together, up to
         max_batch_size at a time."""
         processed = [self._process(p, do_preprocess) for p in prompts]
+        for prompt, (ids, _, _) in zip(prompts, processed):
+            if max_tokens is not None and len(ids) > max_tokens:
+                images = sum(1 for t in ids if t == self.image_token_id)
+                raise ValueError(f"the prompt has {len(ids)} tokens ({images} for its {len(prompt.images)} "
+                                 f"image(s)), more than session_len={max_tokens}")
         pixels = [row for _, rows, _ in processed for row in rows]  # one [..., 3, H, W] per image
         sizes = [size for _, _, sizes in processed for size in sizes]
         features = iter(self._features(pixels, sizes))

@@ -136,3 +136,24 @@ def test_a_text_only_model_refuses_images(tiny_server):
     error = r.json()["error"]
     assert error["code"] == "image_input_not_supported" and error["param"] == "messages[0].content[0]"
     assert "text-only" in error["message"]
+
+
+def test_too_many_images_are_refused_before_the_tower_runs(llava_server, llava_pipe):
+    """Images count toward session_len; a prompt over it is a 400 without encoding any image."""
+    encoder = llava_pipe._loaded.vision.encoder
+    calls = []
+    features = encoder.features
+    encoder.features = lambda pv, sizes: calls.append(1) or features(pv, sizes)
+    try:
+        count = llava_pipe.session_len // 25 + 1  # the tiny llava gives 25 tokens per image
+        parts = [{"type": "image_url", "image_url": {"url": png_data_url(tiny_image(50))}}] * count
+        body = {"model": "llava", "max_tokens": 4, "messages": [{"role": "user", "content": parts}]}
+        r = httpx.post(f"{llava_server}/v1/chat/completions", json=body, timeout=60)
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "context_length_exceeded" and f"its {count} image(s)" in error["message"]
+        out = llava_pipe(("Too many?", [tiny_image(51)] * count))
+        assert out.finish_reason == "error" and "more than session_len" in out.text + str(out.error_message)
+        assert not calls
+    finally:
+        encoder.features = features
