@@ -28,14 +28,14 @@ def _image_parts(messages: list[dict[str, Any]]):
                     yield i, j, part
 
 
-def refuse_images(messages: list[dict[str, Any]]) -> None:
-    """A text-only model's chat: any image part is a 400."""
+def refuse_images(messages: list[dict[str, Any]], field: str = "messages", first: int = 0) -> None:
+    """A text-only model's chat: any image part is a 400 (`field[i]`, counting from message `first`)."""
     for i, j, _ in _image_parts(messages):
         raise InvalidRequest("this model is text-only: image_url parts need a vision-language model (e.g. llava)",
-                             f"messages[{i}].content[{j}]", "image_input_not_supported")
+                             f"{field}[{i - first}].content[{j}]", "image_input_not_supported")
 
 
-def image_messages(messages: list[dict[str, Any]]):
+def image_messages(messages: list[dict[str, Any]], field: str = "messages", first: int = 0):
     """The VisionPrompt of a chat (images loaded); InvalidRequest naming the first bad part."""
     from lmdeploy_sdk.vl.inputs import from_messages
 
@@ -44,8 +44,21 @@ def image_messages(messages: list[dict[str, Any]]):
         if not isinstance(url, str) or not url.startswith(_FETCHABLE):
             shown = url if isinstance(url, str) and len(url) <= 60 else f"{str(url)[:57]}..."
             raise InvalidRequest(f"image_url {shown!r}: give a data: URL (base64) or an http(s) URL",
-                                 f"messages[{i}].content[{j}].image_url", "invalid_image_url")
+                                 f"{field}[{i - first}].content[{j}].image_url", "invalid_image_url")
     try:
         return from_messages(messages)
     except ValueError as e:
-        raise InvalidRequest(str(e), "messages", "invalid_image") from None
+        raise InvalidRequest(str(e), field, "invalid_image") from None
+
+
+def encode_with_images(vision: Any, messages: list[dict[str, Any]], session_len: int, field: str = "messages",
+                       first: int = 0) -> tuple[list[int], list]:
+    """(token ids, image spans) of a chat on a vision-language model; the 400s above, and
+    context_length_exceeded when its images make it too long (before the vision tower runs).
+    Blocking (it may fetch and encode images): run it in a worker."""
+    prompt = image_messages(messages, field, first)
+    try:
+        return vision.encode(prompt, max_tokens=session_len)
+    except ValueError as e:
+        code = "context_length_exceeded" if "more than session_len" in str(e) else "invalid_image"
+        raise InvalidRequest(str(e), field, code) from None

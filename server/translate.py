@@ -13,7 +13,7 @@ from typing import Any, Iterable, Iterator, Protocol
 import msgspec
 
 from lmdeploy_sdk.messages import GenerationConfig
-from lmdeploy_sdk.server.image_request import content_part_dict, image_messages, refuse_images
+from lmdeploy_sdk.server.image_request import content_part_dict, encode_with_images, refuse_images
 from lmdeploy_sdk.server.guided_request import (
     GrammarTokenizer, compile_response_format, logit_bias_ids, response_format_dict,
 )
@@ -207,13 +207,7 @@ def chat_plan(req: ChatCompletionRequest, tokenizer: PromptTokenizer, session_le
     try:
         tools = tool_plan(req, message_dicts(req.messages), tokenizer.chat_template)
         if vision is not None:  # its processor renders and expands the prompt, images or not
-            prompt = image_messages(tools.messages)
-            try:
-                ids, found = vision.encode(prompt, max_tokens=session_len)
-            except ValueError as e:  # too long (e.g. too many images): before the tower runs
-                if "more than session_len" in str(e):
-                    raise InvalidRequest(str(e), "messages", "context_length_exceeded") from None
-                raise
+            ids, found = encode_with_images(vision, tools.messages, session_len)
             spans = [found]
         else:
             refuse_images(tools.messages)

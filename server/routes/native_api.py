@@ -13,6 +13,7 @@ from lmdeploy_sdk.server.context import ContextDep, ServerContext, session_not_f
 from lmdeploy_sdk.server.drain import ServerDraining, draining_error
 from lmdeploy_sdk.server.errors import engine_error
 from lmdeploy_sdk.server.generation import Generation
+from lmdeploy_sdk.server.image_request import encode_with_images, refuse_images
 from lmdeploy_sdk.server.interactive import new_messages, record_turn, turn_config
 from lmdeploy_sdk.server.offload import in_worker
 from lmdeploy_sdk.server.openapi_docs import BODY, COMMON, GENERATION, NDJSONOperation, SSEOperation, responses
@@ -87,10 +88,18 @@ async def chat_interactive(data: JSONBody[InteractiveRequest], request: Request,
         if not data.interactive_mode and entry is not None:
             ctx.end_session(sid)
         return Response(answer("", 0, 0, "stop"))
-    messages = (conv.messages if conv else []) + turn
-    ids = await _encode(ctx, messages, True, "prompt")
+    history = conv.messages if conv else []
+    messages = history + turn
+    spans = None
+    if engine.vision is not None:  # the model's processor renders the chat, images or not
+        ids, found = await in_worker(encode_with_images, engine.vision, messages, engine.session_len, "prompt",
+                                     len(history))
+        spans = [found]
+    else:
+        refuse_images(turn, "prompt")
+        ids = await _encode(ctx, messages, True, "prompt")
     check_prompt_length(ids, engine.session_len, "prompt")
-    plan = GenerationPlan([ids], [turn_config(data, len(ids), engine.session_len)], [0])
+    plan = GenerationPlan([ids], [turn_config(data, len(ids), engine.session_len)], [0], spans=spans)
     # A one-off turn with no history needs no engine session; otherwise reuse the session's KV.
     engine_session = sid if (data.interactive_mode or entry is not None) else None
     gen, first = await start_generation(ctx, request, plan, f"interactive-{uuid.uuid4().hex}", engine_session,

@@ -157,3 +157,30 @@ def test_too_many_images_are_refused_before_the_tower_runs(llava_server, llava_p
         assert not calls
     finally:
         encoder.features = features
+
+
+def test_interactive_sessions_keep_an_image(llava_dir, llava_server, llava_pipe):
+    """/v1/chat/interactive: an image in the first turn; the second turn reuses its KV and gives
+    transformers' answer to the whole conversation."""
+    image = tiny_image(52)
+    first_turn = image_message(image, "Describe it.")
+    with httpx.Client(base_url=llava_server, timeout=60) as http:
+        turn = {"session_id": 77, "interactive_mode": True, "request_output_len": NEW, "temperature": 0}
+        one = http.post("/v1/chat/interactive", json={**turn, "prompt": first_turn})
+        assert one.status_code == 200, one.text
+        assert one.json()["text"] == llava_pipe.tokenizer.decode(expected(llava_dir, image, "Describe it."))
+        two = http.post("/v1/chat/interactive", json={**turn, "prompt": "And then?"})
+        assert two.status_code == 200 and two.json()["history_tokens"] > 0
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]},
+                    {"role": "assistant", "content": one.json()["text"]},
+                    {"role": "user", "content": "And then?"}]
+        assert two.json()["text"] == llava_pipe.tokenizer.decode(hf_greedy(llava_dir, messages, [image], NEW)[1])
+        http.post("/v1/chat/interactive", json={"session_id": 77, "prompt": ""})  # end it
+
+
+def test_interactive_on_a_text_only_model_refuses_images(tiny_server):
+    r = httpx.post(f"{tiny_server}/v1/chat/interactive", timeout=60, json={
+        "prompt": image_message(tiny_image(53)), "interactive_mode": True, "request_output_len": 4})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("image_input_not_supported", "prompt[0].content[0]")
