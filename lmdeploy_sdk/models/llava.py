@@ -25,10 +25,10 @@ _VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.", "mode
 
 
 def text_config(raw: dict[str, Any], model_dir: Path) -> dict[str, Any]:
-    """config.json's text_config, with its architecture named (older configs give only model_type)."""
-    text = raw.get("text_config")
+    """config.json's text_config (absent: a Llama, as transformers' LlavaConfig defaults it)."""
+    text = raw.get("text_config", {"model_type": "llama"})
     if not isinstance(text, dict):
-        raise ConfigError(f"{model_dir / 'config.json'}: a {raw['architectures'][0]} config needs a text_config")
+        raise ConfigError(f"{model_dir / 'config.json'}: text_config must be an object, got {text!r}")
     return dict(text)
 
 

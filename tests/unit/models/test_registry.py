@@ -57,6 +57,8 @@ def test_architecture_flags():
     assert flags["LlamaForCausalLM"] == flags["MistralForCausalLM"] == flags["InternLM2ForCausalLM"] == (
         False, False, False
     )
+    # vision-language: their text model's flags (a Llama when config.json names none, as in transformers)
+    assert flags["LlavaForConditionalGeneration"] == flags["LlavaNextForConditionalGeneration"] == (False, False, False)
 
 
 def test_eos_ids_include_generation_config(tmp_path, tiny_llama):
