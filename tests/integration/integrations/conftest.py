@@ -43,6 +43,17 @@ def serve(pipe: Pipeline) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def serve_pipeline():
+    """`serve` for tests that start their own server (conftest modules are not importable by name)."""
+    return serve
+
+
+@pytest.fixture(scope="session")
+def small_engine() -> dict:
+    return dict(SMALL_ENGINE)
+
+
+@pytest.fixture(scope="session")
 def tiny_pipe(tiny_llama) -> Iterator[Pipeline]:
     with pipeline(str(tiny_llama), backend_config=TurbomindEngineConfig(**SMALL_ENGINE),
                   model_name="tiny-llama") as pipe:

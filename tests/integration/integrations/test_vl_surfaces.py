@@ -18,8 +18,6 @@ from lmdeploy_sdk import TurbomindEngineConfig, pipeline
 from lmdeploy_sdk.integrations.langchain import LMDeployChat
 from lmdeploy_sdk.integrations.openai import OpenAI as InProcessOpenAI
 
-from conftest import SMALL_ENGINE, serve
-
 pytestmark = pytest.mark.slow
 NEW = 8
 
@@ -41,14 +39,14 @@ def llava_dir(tmp_path_factory, tokenizer_dir):
 
 
 @pytest.fixture(scope="module")
-def llava_pipe(llava_dir):
-    with pipeline(str(llava_dir), backend_config=TurbomindEngineConfig(**SMALL_ENGINE), model_name="llava") as p:
+def llava_pipe(llava_dir, small_engine):
+    with pipeline(str(llava_dir), backend_config=TurbomindEngineConfig(**small_engine), model_name="llava") as p:
         yield p
 
 
 @pytest.fixture(scope="module")
-def llava_server(llava_pipe):
-    with serve(llava_pipe) as url:
+def llava_server(llava_pipe, serve_pipeline):
+    with serve_pipeline(llava_pipe) as url:
         yield url
 
 
