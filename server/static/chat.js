@@ -4,7 +4,7 @@
 
 const STORE_KEY = "lmdeploy-sdk-chat";
 const $ = (id) => document.getElementById(id);
-const state = { model: null, messages: [], controller: null };
+const state = { model: null, messages: [], controller: null, image: null };
 
 function saveState() {
   const settings = {
@@ -13,7 +13,11 @@ function saveState() {
     maxTokens: $("max-tokens").value,
     apiKey: $("api-key").value,
   };
-  localStorage.setItem(STORE_KEY, JSON.stringify({ messages: state.messages, settings }));
+  try {
+    localStorage.setItem(STORE_KEY, JSON.stringify({ messages: state.messages, settings }));
+  } catch (e) {
+    // over the browser's storage quota (images are large): the conversation stays in this tab only
+  }
 }
 
 function loadState() {
@@ -37,10 +41,27 @@ function headers() {
   return h;
 }
 
-function addBubble(role, text) {
+// A message's content: a string, or OpenAI parts (text and image_url) when it carries an image.
+function textOf(content) {
+  if (typeof content === "string") return content;
+  return content.filter((p) => p.type === "text").map((p) => p.text).join("");
+}
+
+function imagesOf(content) {
+  return typeof content === "string" ? [] : content.filter((p) => p.type === "image_url").map((p) => p.image_url.url);
+}
+
+function addBubble(role, content) {
   const div = document.createElement("div");
   div.className = "msg " + role;
-  div.textContent = text;
+  for (const url of imagesOf(content)) {
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = "attached image";
+    img.className = "thumb";
+    div.appendChild(img);
+  }
+  div.appendChild(document.createTextNode(textOf(content)));
   $("messages").appendChild(div);
   div.scrollIntoView({ block: "end" });
   return div;
@@ -114,8 +135,10 @@ async function send(text) {
     addBubble("error", "No model: is the server running, and is the API key right?");
     return;
   }
-  state.messages.push({ role: "user", content: text });
-  addBubble("user", text);
+  const content = state.image ? [{ type: "image_url", image_url: { url: state.image } }, { type: "text", text }] : text;
+  clearImage();
+  state.messages.push({ role: "user", content });
+  addBubble("user", content);
   saveState();
   const bubble = addBubble("assistant streaming", "");
   let answer = "";
@@ -160,6 +183,23 @@ async function send(text) {
   }
 }
 
+function clearImage() {
+  state.image = null;
+  $("image").value = "";
+  $("attached").textContent = "";
+}
+
+function attachImage() {
+  const file = $("image").files[0];
+  if (!file) return;
+  const reader = new FileReader();
+  reader.onload = () => {
+    state.image = reader.result; // a data: URL, as the API takes it
+    $("attached").textContent = "image: " + file.name;
+  };
+  reader.readAsDataURL(file);
+}
+
 function init() {
   loadState();
   render();
@@ -178,6 +218,8 @@ function init() {
     }
   });
   $("stop").addEventListener("click", () => state.controller && state.controller.abort());
+  $("attach").addEventListener("click", () => $("image").click());
+  $("image").addEventListener("change", attachImage);
   $("new-chat").addEventListener("click", () => {
     state.messages = [];
     saveState();

@@ -148,3 +148,43 @@ def test_openapi_json_where_fastapi_servers_serve_it(server):
     schema = ours.json()
     assert "/v1/chat/completions" in schema["paths"]
     assert schema == httpx.get(f"{server.url}/docs/openapi.json", timeout=30).json()
+
+
+@pytest.fixture(scope="module")
+def llava_url(tmp_path_factory, tokenizer_dir):
+    """An api_server over a tiny random-weight llava (a vision-language model)."""
+    from tiny_vl_models import make_tiny_vl_model
+
+    from lmdeploy_sdk import AsyncEngine, TurbomindEngineConfig
+    from lmdeploy_sdk.server import ServerSettings, create_app
+
+    model = make_tiny_vl_model("llava", tmp_path_factory.mktemp("llava"), tokenizer_dir)
+    engine = AsyncEngine(str(model), TurbomindEngineConfig(device="cpu", session_len=1024, cache_max_entry_count=64),
+                         model_name="llava")
+    with running_server(create_app(engine, ServerSettings())) as s:
+        yield s.url
+    engine.close()
+
+
+def test_chat_page_sends_an_attached_image(browser, llava_url, tmp_path):
+    """The Image button attaches a picture to the next message: the page sends it as an image_url
+    data URL and shows it; the answer is the API's for the same picture."""
+    import base64
+
+    from tiny_vl_models import tiny_image
+
+    picture = tmp_path / "picture.png"
+    tiny_image(60).save(picture)
+    page = _open_page(browser, f"{llava_url}/chat")
+    page.set_input_files("#image", str(picture))
+    page.wait_for_function("document.getElementById('attached').textContent.includes('picture.png')")
+    answer = _chat(page, llava_url, "What is in it?")
+    url = "data:image/png;base64," + base64.b64encode(picture.read_bytes()).decode()
+    expected = httpx.post(f"{llava_url}/v1/chat/completions", timeout=60, json={
+        "model": "llava", "temperature": 0, "max_tokens": 12, "messages": [{"role": "user", "content": [
+            {"type": "image_url", "image_url": {"url": url}}, {"type": "text", "text": "What is in it?"}]}],
+    }).json()["choices"][0]["message"]["content"]
+    assert answer == expected
+    assert page.locator(".msg.user img.thumb").count() == 1 and page.locator(".msg.error").count() == 0
+    assert page.locator("#attached").inner_text() == ""  # the attachment went with that message only
+    page.close()
