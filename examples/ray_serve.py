@@ -10,6 +10,7 @@ same server on a Ray cluster and on Kubernetes (KubeRay).
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import socket
 import subprocess
@@ -30,8 +31,10 @@ def free_port() -> int:
 
 def start_replicas(model: str, port: int, replicas: int) -> subprocess.Popen:
     """`lmdeploy-sdk serve ray MODEL --num-replicas N`, waited for until the model is listed."""
+    cpus = min(1.0, (os.cpu_count() or 1) / replicas)  # each replica's share, so they fit any machine
     cmd = [sys.executable, "-m", "lmdeploy_sdk", "serve", "ray", model, "--num-replicas", str(replicas),
-           "--server-port", str(port), "--session-len", "2048", "--log-level", "WARNING"]
+           "--num-cpus-per-replica", f"{cpus:g}", "--server-port", str(port), "--session-len", "2048",
+           "--log-level", "WARNING"]
     server = subprocess.Popen(cmd)
     deadline = time.monotonic() + 300
     while True:
