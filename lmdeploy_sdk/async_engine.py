@@ -103,12 +103,14 @@ class AsyncEngine:
         if gen_config.n != 1:
             raise ValueError(f"AsyncEngine.generate runs one sequence; got n={gen_config.n} (fan out n yourself)")
         try:
+            vision = self._loaded.vision
             if prompts.is_token_ids(prompt):
                 ids, spans = list(prompt), list(embedding_spans or [])
-            else:  # an image prompt runs the vision tower: not on the event loop
+            elif vision is None:
+                ids, spans = prompts.encode_inputs(self.tokenizer, None, prompt, do_preprocess)
+            else:  # the processor and the vision tower: not on the event loop
                 ids, spans = await asyncio.to_thread(
-                    prompts.encode_inputs, self.tokenizer, self._loaded.vision, prompt, do_preprocess,
-                    self.session_len)
+                    prompts.encode_inputs, self.tokenizer, vision, prompt, do_preprocess, self.session_len)
             spec = grammar_spec(gen_config.response_format)
             # compiling a new grammar takes milliseconds: not on the event loop
             grammar = None if spec is None else await asyncio.to_thread(self.tokenizer.grammars.matcher, spec)

@@ -59,8 +59,7 @@ def encode(tokenizer: Tokenizer, prompt: Prompt, do_preprocess: bool = True) -> 
 
 
 def with_images(prompts: Any, images: Any) -> Any:
-    """`pipe(prompt, images=...)`: the images go with the one prompt (a str or a conversation's
-    last user turn)."""
+    """`pipe(prompt, images=...)`: the images go with the one text prompt."""
     if images is None:
         return prompts
     if isinstance(prompts, str):
@@ -85,8 +84,8 @@ def encode_inputs(tokenizer: Tokenizer, vision: Any, prompt: Any, do_preprocess:
     if image_prompt is None:
         if is_token_ids(prompt):
             return list(prompt), []
-        messages = prompt if is_messages(prompt) else [{"role": "user", "content": prompt}]
         if isinstance(prompt, str) and not do_preprocess:
             return tokenizer.encode_prompt(prompt, do_preprocess=False), []
+        messages = prompt if is_messages(prompt) else [{"role": "user", "content": prompt}]
         image_prompt = VisionPrompt(messages, [])
     return vision.encode(image_prompt, do_preprocess, max_tokens)

@@ -156,7 +156,7 @@ class Pipeline:
                 continue  # _submit reports it for this prompt alone
             if vp is not None:
                 found[i] = vp
-        if len(found) < 2:
+        if not found:
             return {}
         try:
             results = vision.encode_many(list(found.values()), do_preprocess, self.session_len)
@@ -289,9 +289,9 @@ class Pipeline:
         if cfg.n != 1:
             raise ValueError(f"chat generates one reply per turn; got n={cfg.n}")
         if prompts.is_image_tuple(prompt):  # (text, image or [images]): one user turn with them
-            text, images = prompt
-            parts = [{"type": "image", "image": i} for i in (images if isinstance(images, (list, tuple)) else [images])]
-            prompt = [{"role": "user", "content": parts + [{"type": "text", "text": text}]}]
+            from lmdeploy_sdk.vl.inputs import user_turn
+
+            prompt = [user_turn(*prompt)]
         turn = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
         messages = session.messages + turn
         it = self._chat_turn(session, messages, turn, cfg)

@@ -48,11 +48,11 @@ def ray_options(args: argparse.Namespace):
     )
 
 
-def _application(args: argparse.Namespace, config: TurbomindEngineConfig):
+def _application(args: argparse.Namespace, config: TurbomindEngineConfig, settings=None, options=None):
     from lmdeploy_sdk.server.ray import build_app
 
-    return build_app(args.model, config, api_server_settings(args), model_name=args.model_name,
-                     options=ray_options(args))
+    return build_app(args.model, config, settings or api_server_settings(args), model_name=args.model_name,
+                     options=options or ray_options(args))
 
 
 def run_serve_ray(args: argparse.Namespace) -> int:
@@ -64,8 +64,7 @@ def run_serve_ray(args: argparse.Namespace) -> int:
         from lmdeploy_sdk.server.ray.app import APP_NAME, check_room
     except ImportError:
         raise SystemExit(f"lmdeploy-sdk serve: error: {RAY_MISSING}") from None
-    api_server_settings(args)  # bad flag values fail here, in one line, before Ray starts
-    ray_options(args)
+    settings, options = api_server_settings(args), ray_options(args)  # bad values fail here, before Ray starts
     config = engine_config(args)
     if args.ray_address is None:  # a local instance: what cannot load fails here, not in N replicas
         from lmdeploy_sdk.engine.factory import preflight
@@ -84,11 +83,10 @@ def run_serve_ray(args: argparse.Namespace) -> int:
         signal.signal(sig, on_signal)
     try:
         if args.ray_address is None:  # a local instance cannot grow: replicas it cannot hold would wait forever
-            check_room(ray_options(args), config)
+            check_room(options, config)
         serve.start(http_options={"host": args.server_name, "port": args.server_port})
-        serve.run(_application(args, config), name=APP_NAME, route_prefix="/")
+        serve.run(_application(args, config, settings, options), name=APP_NAME, route_prefix="/")
         serving.set()
-        options = ray_options(args)
         count = f"{options.min_replicas}..{options.max_replicas}" if options.autoscaling else options.num_replicas
         log.info("%s: %s replica(s) serving on http://%s:%d", args.model, count, args.server_name, args.server_port)
         while not stop.wait(1.0):

@@ -19,6 +19,7 @@ from lmdeploy_sdk.engine.runner import ModelRunner
 from lmdeploy_sdk.messages import ChatTemplateConfig, TurbomindEngineConfig
 from lmdeploy_sdk.model_source import resolve_model_path
 from lmdeploy_sdk.models import build_model, load_model_config
+from lmdeploy_sdk.models.config import ModelConfig
 from lmdeploy_sdk.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,13 @@ def _check_supported(cfg: TurbomindEngineConfig) -> None:
         raise NotImplementedError(f"tp={cfg.tp}: tensor parallelism is not supported yet; use tp=1")
 
 
-def preflight(model_path: str | Path | None, cfg: TurbomindEngineConfig) -> Path:
-    """What load() would refuse before it reads weights (an unsupported option, a model that is
-    not there or not a model): for launchers that build the engine in other processes."""
+def preflight(model_path: str | Path | None, cfg: TurbomindEngineConfig) -> tuple[Path, ModelConfig]:
+    """(model directory, its config), or what load() refuses before it reads weights (an
+    unsupported option, a model that is not there or not a model); launchers that build the
+    engine in other processes call it to fail early."""
     _check_supported(cfg)
     model_dir = resolve_model_path(model_path, cfg.model_format)
-    load_model_config(model_dir)
-    return model_dir
+    return model_dir, load_model_config(model_dir)
 
 
 def load(
@@ -71,9 +72,7 @@ def load(
     cfg = backend_config or TurbomindEngineConfig()
     if not isinstance(cfg, TurbomindEngineConfig):
         raise TypeError(f"backend_config must be a TurbomindEngineConfig, got {type(cfg).__name__}")
-    _check_supported(cfg)
-    model_dir = resolve_model_path(model_path, cfg.model_format)
-    model_cfg = load_model_config(model_dir)
+    model_dir, model_cfg = preflight(model_path, cfg)
     device = resolve_device(cfg.device)
     dtype = resolve_dtype(cfg.dtype, model_cfg.torch_dtype, device)
     tokenizer = Tokenizer(model_dir, chat_template_config)

@@ -141,7 +141,8 @@ class ModelRunner:
             hidden = self._decode_with_graph(batch.items, input_ids, device_fill)
         else:
             ids, pos, meta = self.prepare_inputs(batch.items, fill)
-            hidden = self.model(ids, pos, self.kv_caches, meta, self._embeds(batch.items))  # [T, H]
+            embeds = self._embeds(batch.items) if self.model.config.has_vision else None
+            hidden = self.model(ids, pos, self.kv_caches, meta, embeds)  # [T, H]
         done, rows, end = [], [], 0
         for seq, n in batch.items:
             seq.num_computed += n

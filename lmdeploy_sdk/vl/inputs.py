@@ -10,11 +10,11 @@ messages whose image parts are `{"type": "image"}` plus the images in order.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
+from lmdeploy_sdk.prompts import is_image_tuple
 from lmdeploy_sdk.vl.image_io import load_image
 
 _IMAGE_PART_TYPES = ("image_url", "image", "image_data")
@@ -26,16 +26,6 @@ class VisionPrompt:
     images: list[Image.Image]
 
 
-def _is_image_source(x: Any) -> bool:
-    return isinstance(x, (str, Path, bytes, bytearray, Image.Image))
-
-
-def is_tuple_prompt(x: Any) -> bool:
-    """LMDeploy's (prompt, image) / (prompt, [images]) form."""
-    return isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) and (
-        _is_image_source(x[1]) or isinstance(x[1], (list, tuple)))
-
-
 def has_image_parts(messages: Any) -> bool:
     return isinstance(messages, list) and any(
         isinstance(m, dict) and isinstance(m.get("content"), list)
@@ -45,6 +35,13 @@ def has_image_parts(messages: Any) -> bool:
 
 def _as_list(images: Any) -> list:
     return list(images) if isinstance(images, (list, tuple)) else [images]
+
+
+def user_turn(text: str, images: Any) -> dict[str, Any]:
+    """(text, image or [images]) as one user message with `image` parts (images not loaded yet),
+    as a chat session keeps it."""
+    return {"role": "user", "content": [{"type": "image", "image": i} for i in _as_list(images)]
+            + [{"type": "text", "text": text}]}
 
 
 def from_text(text: str, images: Any) -> VisionPrompt:
@@ -93,7 +90,7 @@ def from_messages(messages: list[dict[str, Any]]) -> VisionPrompt:
 
 def vision_prompt(prompt: Any) -> VisionPrompt | None:
     """The VisionPrompt of a prompt that carries images, else None."""
-    if is_tuple_prompt(prompt):
+    if is_image_tuple(prompt):
         return from_text(prompt[0], prompt[1])
     if has_image_parts(prompt):
         return from_messages(prompt)

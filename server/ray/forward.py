@@ -25,6 +25,14 @@ _SESSIONS_PREFIX = "/v1/sessions/"
 AUTO_SESSION_ID = -1
 
 
+def json_messages(status: int, body: bytes, *headers: tuple[bytes, bytes]) -> tuple[dict, dict]:
+    """A whole JSON answer as its two ASGI messages (the ingress's and a replica's own answers)."""
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                         *headers]}
+    return start, {"type": "http.response.body", "body": body, "more_body": False}
+
+
 @dataclass(frozen=True)
 class ForwardedRequest:
     """One HTTP request, whole (the body is read before forwarding)."""

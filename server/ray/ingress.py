@@ -17,7 +17,7 @@ from ray.serve.handle import DeploymentHandle
 
 from lmdeploy_sdk.server.errors import error_body
 from lmdeploy_sdk.server.ray.forward import (AUTO_SESSION_ID, REPLICA_MESSAGE, SESSION_MESSAGE, ForwardedRequest,
-                                             SessionUse, session_use)
+                                             SessionUse, json_messages, session_use)
 from lmdeploy_sdk.server.ray.metrics import merge_metrics
 from lmdeploy_sdk.server.ray.sessions import SessionTable
 
@@ -37,14 +37,8 @@ class _ClientGone(Exception):
     pass
 
 
-def _json_response(status: int, body: bytes) -> tuple[dict, dict]:
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]}
-    return start, {"type": "http.response.body", "body": body, "more_body": False}
-
-
 def _error_response(status: int, message: str, code: str, param: str | None = None) -> tuple[dict, dict]:
-    return _json_response(status, msgspec.json.encode(error_body(status, message, param, code)))
+    return json_messages(status, msgspec.json.encode(error_body(status, message, param, code)))
 
 
 def _stream_error(content_type: bytes, status: int, message: str, code: str) -> bytes:
@@ -191,7 +185,7 @@ class IngressApp:
                 break
             asked.append(replica)
             if status != 200:  # e.g. 401, or 404 with --disable-metrics: answer as the replica did
-                for part in _json_response(status, body):
+                for part in json_messages(status, body):
                     await send(part)
                 return
             texts[replica] = body.decode("utf-8")

@@ -10,25 +10,19 @@ from ray import serve
 from lmdeploy_sdk.messages import TurbomindEngineConfig
 from lmdeploy_sdk.server.ray.asgi_call import InProcessApp
 from lmdeploy_sdk.server.ray.forward import (INTERACTIVE_ROUTE, REPLICA_HEADER, REPLICA_MESSAGE, SESSION_MESSAGE,
-                                             ForwardedRequest)
+                                             ForwardedRequest, json_messages)
 from lmdeploy_sdk.server.settings import ServerSettings
 
 log = logging.getLogger("lmdeploy_sdk.server")
 
 
-def _json_answer(status: int, body: bytes, replica: str) -> list[dict]:
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-               (REPLICA_HEADER, replica.encode())]
-    return [{"type": "http.response.start", "status": status, "headers": headers},
-            {"type": "http.response.body", "body": body, "more_body": False}]
-
-
-def session_lost_answer(owner: str, replica: str) -> list[dict]:
+def session_lost_answer(owner: str, replica: str) -> tuple[dict, dict]:
     from lmdeploy_sdk.server.errors import error_body
 
     message = (f"this session was held by replica {owner}, which is gone (it failed or was scaled down); its "
                "conversation is lost: send the whole conversation again to start over under this session id")
-    return _json_answer(410, msgspec.json.encode(error_body(410, message, "session_id", "session_lost")), replica)
+    body = msgspec.json.encode(error_body(410, message, "session_id", "session_lost"))
+    return json_messages(410, body, (REPLICA_HEADER, replica.encode()))
 
 
 def _opened_session(first_body: bytes) -> int | None:
@@ -60,7 +54,7 @@ class EngineReplica:
     async def handle(self, request: ForwardedRequest) -> AsyncIterator[dict]:
         yield {"type": REPLICA_MESSAGE, "replica": self.replica_id}
         if self.replica_id in request.exclude:  # already asked (the /metrics fan-out)
-            for message in _json_answer(204, b"", self.replica_id):
+            for message in json_messages(204, b"", self._served_by):
                 yield message
             return
         if request.owner is not None and request.owner != self.replica_id:

@@ -11,6 +11,7 @@ import pytest
 from tiny_vl_models import VL_KINDS, hf_greedy, make_tiny_vl_model, tiny_image
 
 from lmdeploy_sdk import GenerationConfig, TurbomindEngineConfig, pipeline
+from lmdeploy_sdk.vl.inputs import from_text
 
 NEW = 10
 GREEDY = GenerationConfig(max_new_tokens=NEW, do_sample=False)
@@ -88,8 +89,7 @@ def test_the_prefix_cache_tells_images_apart(vl_model, pipe):
     assert again.token_ids == first.token_ids and again.cached_tokens >= 16
     other = pipe(("Same words.", b), gen_config=GREEDY)
     assert other.token_ids == hf_greedy(vl_model, [user("Same words.")], [b], NEW)[1]
-    image_start = pipe._loaded.vision.encode(
-        __import__("lmdeploy_sdk.vl.inputs", fromlist=["from_text"]).from_text("Same words.", b))[1][0].start
+    image_start = pipe._loaded.vision.encode(from_text("Same words.", b))[1][0].start
     assert other.cached_tokens <= image_start  # nothing from the first image's blocks
 
 
