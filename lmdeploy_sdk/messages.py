@@ -125,6 +125,8 @@ class TurbomindEngineConfig:
     cache_block_seq_len: int = 64
     enable_prefix_caching: bool = False
     quant_policy: int = 0
+    # another name for the KV cache bits (LMDeploy tutorials spell it so); folded into quant_policy
+    kv_cache_quant_bit: int | None = None
     rope_scaling_factor: float = 0.0
     max_prefill_token_num: int = 8192
     device: str | None = None
@@ -149,13 +151,31 @@ class TurbomindEngineConfig:
         )
         _check(isinstance(self.cache_block_seq_len, int) and self.cache_block_seq_len > 0,
                "cache_block_seq_len", self.cache_block_seq_len, "must be an int > 0")
-        _check(self.quant_policy in (0, 4, 8), "quant_policy", self.quant_policy, "must be 0, 4 or 8")
+        _check(self.quant_policy in (0, 4, 8), "quant_policy", self.quant_policy,
+               "must be 0 (16-bit KV cache), 8 (int8 KV cache) or 4 (int4 KV cache)")
+        self._fold_kv_cache_quant_bit()
         _check(self.rope_scaling_factor >= 0, "rope_scaling_factor", self.rope_scaling_factor, "must be >= 0")
         _check(isinstance(self.max_prefill_token_num, int) and self.max_prefill_token_num > 0,
                "max_prefill_token_num", self.max_prefill_token_num, "must be an int > 0")
         if self.device is not None:
             _check(self.device.split(":")[0] in ("cpu", "cuda"), "device", self.device,
                    "must be 'cpu', 'cuda' or 'cuda:N'")
+
+    def _fold_kv_cache_quant_bit(self) -> None:
+        """kv_cache_quant_bit names the same thing as quant_policy; a tutorial that sets both
+        differently (e.g. quant_policy=4 meaning 4-bit weights) must not be misread."""
+        bits = self.kv_cache_quant_bit
+        if bits is None:
+            return
+        _check(bits in (0, 4, 8), "kv_cache_quant_bit", bits, "must be 0, 4 or 8 (bits of the KV cache)")
+        if self.quant_policy == 0:
+            self.quant_policy = bits
+        elif bits != self.quant_policy:
+            raise ValueError(
+                f"quant_policy={self.quant_policy} and kv_cache_quant_bit={bits} disagree: both set the KV cache's "
+                "bits (8 = int8, 4 = int4, 0 = 16-bit); set one of them. 4-bit weights are "
+                "model_format='awq' (or 'gptq'), not a quant_policy"
+            )
 
 
 PytorchEngineConfig = TurbomindEngineConfig

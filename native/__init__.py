@@ -44,8 +44,10 @@ PTX_MODULES = (
     "gemv",
     "int4_gemm",
     "kv_cache",
+    "kv_quant",
     "norm",
     "paged_attention_decode",
+    "paged_attention_decode_quant",
     "paged_attention_prefill",
     "rope",
 )

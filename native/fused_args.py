@@ -52,9 +52,11 @@ def rope_served(
 ) -> bool:
     """Whether the rope epilogue can write this layer's q and cache entries."""
     rows = x.numel() // x.shape[-1] if x.dim() else 0
-    head_dim = k_cache.shape[-1] if k_cache.dim() == 4 else 0
+    head_dim = k_cache.shape[-1] if len(k_cache.shape) == 4 else 0
     return (
-        head_dim > 0
+        isinstance(k_cache, torch.Tensor)  # not an int8/int4 cache: those are written by kv_quant's kernel
+        and isinstance(v_cache, torch.Tensor)
+        and head_dim > 0
         and head_dim % 2 == 0
         and qkv_weight.shape[0] == (num_heads + 2 * num_kv_heads) * head_dim
         and k_cache.dtype == v_cache.dtype == x.dtype

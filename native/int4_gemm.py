@@ -219,7 +219,7 @@ def rms_norm_rope_store_kv(
     """reference.rms_norm_rope_store_kv for a 4-bit [q | k | v] weight; one launch up to
     MAX_TOKENS rows when head_dim % 32 == 0 (a head's two halves are whole tiles)."""
     # x, residual: [T, K] -> (q [T, Hq, D], x + residual [T, K])
-    head_dim = k_cache.shape[-1] if k_cache.dim() == 4 else 0
+    head_dim = k_cache.shape[-1] if len(k_cache.shape) == 4 else 0
     if not (
         head_dim % 32 == 0
         and _norm_served(x, residual, norm_weight, qkv_weight, bias)

@@ -3,15 +3,18 @@ from __future__ import annotations
 
 import torch
 
-from lmdeploy_sdk.native import driver
+from lmdeploy_sdk.native import driver, kv_quant
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
+from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 
 
 def served(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
     """True when the store_kv kernel takes these tensors (else the reference runs)."""
     return (
-        k_cache.dtype in SUPPORTED_DTYPES
+        isinstance(k_cache, torch.Tensor)
+        and isinstance(v_cache, torch.Tensor)
+        and k_cache.dtype in SUPPORTED_DTYPES
         and k.dtype == v.dtype == k_cache.dtype == v_cache.dtype
         and k.dim() == 3
         and v.shape == k.shape
@@ -36,6 +39,9 @@ def store_kv(
 ) -> None:
     # k, v: [T, Hkv, D] (strided views allowed); caches: [num_blocks, block_size, Hkv, D];
     # slot_mapping: [T] (negative slots are skipped)
+    if isinstance(k_cache, QuantizedKVCache):
+        kv_quant.store_kv(k, v, k_cache, v_cache, slot_mapping)
+        return
     if not served(k, v, k_cache, v_cache):
         reference.store_kv(k, v, k_cache, v_cache, slot_mapping)
         return

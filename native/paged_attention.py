@@ -13,10 +13,11 @@ import math
 
 import torch
 
-from lmdeploy_sdk.native import driver
+from lmdeploy_sdk.native import driver, kv_quant
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8, block_shift, int32_device
 from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
+from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 
 HEAD_DIMS = (64, 128)
 DECODE_MODULE = "paged_attention_decode"
@@ -305,6 +306,8 @@ def paged_attention(
     scale: float,
 ) -> torch.Tensor:
     # q: [T, Hq, D] -> out: [T, Hq, D]
+    if isinstance(k_cache, QuantizedKVCache):
+        return kv_quant.paged_attention(q, k_cache, v_cache, meta, scale)
     if not _served(q, k_cache, v_cache) or meta.num_seqs == 0:
         return reference.paged_attention(q, k_cache, v_cache, meta, scale)
     if meta.is_decode and q.shape[0] == meta.num_seqs:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 
-from lmdeploy_sdk.native import driver, kv_cache
+from lmdeploy_sdk.native import driver, kv_cache, kv_quant
 from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, as_vec8
 from lmdeploy_sdk.ops import reference
+from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 
 ROPE_STORE_KV_MAX_THREADS = 512  # __launch_bounds__ of rope_store_kv_* in rope.cu
 
@@ -85,6 +86,8 @@ def rope_store_kv(
     """Rotate q and k and write k, v into the cache in one launch (one kernel fewer per layer)."""
     # q: [T, Hq, D], k, v: [T, Hkv, D] (strided views allowed); positions, slot_mapping: [T];
     # caches: [num_blocks, block_size, Hkv, D] -> q_rot [T, Hq, D] contiguous
+    if isinstance(k_cache, QuantizedKVCache):
+        return kv_quant.rope_store_kv(q, k, v, positions, cos_sin, k_cache, v_cache, slot_mapping)
     if not (
         _served(q, k, positions, cos_sin)
         and kv_cache.served(k, v, k_cache, v_cache)

@@ -21,6 +21,7 @@ class EngineStats(Protocol):
     blocks_total: int
     blocks_free: int
     blocks_used: int
+    kv_cache_bits: int
     prompt_tokens_total: int
     generated_tokens_total: int
 
@@ -45,6 +46,7 @@ class EngineCollector(Collector):
             "kv_blocks_used": ("KV cache blocks in use", s.blocks_used),
             "kv_blocks_free": ("KV cache blocks free", s.blocks_free),
             "kv_blocks_total": ("KV cache blocks in all", s.blocks_total),
+            "kv_cache_bits": ("Bits of a cached K or V element (8 or 4: a quantized cache)", s.kv_cache_bits),
         }
         for name, (doc, value) in gauges.items():
             yield GaugeMetricFamily(f"{PREFIX}_{name}", doc, value=value)

@@ -157,7 +157,7 @@ def throughput_context(loaded: LoadedModel, requests: list[BenchRequest]) -> dic
     and projection bounds of `requests`, and the decode graphs' sizes. (A function of its
     own: none of the engine's objects may outlive it, the baseline needs the GPU after.)"""
     engine = loaded.engine
-    device, dtype = engine.runner.device, engine.runner.kv_caches[0][0].dtype
+    device, dtype = engine.runner.device, engine.runner.dtype
     bw, flops = copy_bandwidth(device), gemm_rate(device, dtype)
     chunk = engine.scheduler.max_prefill_tokens
     layer_s, head_s = measure_projections(loaded, min(len(requests), engine.scheduler.max_batch_size), chunk)
@@ -218,6 +218,7 @@ def throughput(loaded: LoadedModel, requests: list[BenchRequest]) -> dict:
         "total_tok_s": (in_tokens + out_tokens) / elapsed,
         "preemptions": stats().preemptions_total - preempted_before,
         "kv_cache_blocks": stats().blocks_total,
+        "kv_cache_bits": stats().kv_cache_bits,
         "weight_GiB": model_weight_bytes(loaded.engine.runner.model) / 2**30,
     }
 

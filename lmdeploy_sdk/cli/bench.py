@@ -26,6 +26,12 @@ def register(sub) -> None:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=512)
     p.add_argument("--num-prompts", type=int, default=1000)
+    p.add_argument("--mix", default="sharegpt", choices=["sharegpt", "long"],
+                   help="(throughput) the request mix: sharegpt-like lengths or long contexts (bench/workload.py)")
+    p.add_argument("--session-len", type=int, default=None,
+                   help="max tokens of a sequence (with --shape, also the shape's positions if larger)")
+    p.add_argument("--quant-policy", type=int, default=0, choices=[0, 4, 8],
+                   help="KV cache: 0 = 16-bit, 8 = int8, 4 = int4")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hf-requests", type=int, default=0,
                    help="also time transformers generate() on the first N requests (throughput)")
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from lmdeploy_sdk.bench.guided import guided_overhead
     from lmdeploy_sdk.bench.profile import profile_step
     from lmdeploy_sdk.bench.vision import vision_bench, write_llava_shape
-    from lmdeploy_sdk.bench.workload import sharegpt_like, write_shape
+    from lmdeploy_sdk.bench.workload import request_mix, write_shape
     from lmdeploy_sdk.engine.factory import load
     from lmdeploy_sdk.engine.step_times import StepTimes
     from lmdeploy_sdk.messages import TurbomindEngineConfig
@@ -84,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
 
     cache = args.cache_max_entry_count
     cfg = TurbomindEngineConfig(dtype=args.dtype, max_batch_size=args.max_batch_size, device=args.device,
-                                model_format=args.model_format,
+                                model_format=args.model_format, session_len=args.session_len,
+                                quant_policy=args.quant_policy,
                                 cache_max_entry_count=int(cache) if cache >= 1 else cache)
     with tempfile.TemporaryDirectory() as tmp:
         vision_config = None
@@ -94,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
                 model_dir = write_llava_shape(args.shape, src, Path(tmp) / args.shape)
             else:
                 model_dir = write_shape(args.shape, src, Path(tmp) / args.shape,
-                                        int4_group=args.w_group_size if args.w4 else None)
+                                        int4_group=args.w_group_size if args.w4 else None,
+                                        max_positions=args.session_len)
         else:
             model_dir = resolve_model_path(args.model, args.model_format)
         if args.kind == "vision":
@@ -104,6 +112,9 @@ def run(args: argparse.Namespace) -> int:
         vocab = loaded.engine.vocab_size
         result = {"context": _context(args), "model": (args.shape + (f" w4 g{args.w_group_size}" if args.w4 else ""))
               if args.shape else str(model_dir)}
+        stats = loaded.engine.stats()
+        result["kv_cache"] = {"blocks": stats.blocks_total, "block_tokens": loaded.backend_config.cache_block_seq_len,
+                              "bits": stats.kv_cache_bits}
         try:
             if args.kind == "profile":
                 r = profile_step(loaded.engine, args.batch, args.context, args.context if args.prefill else 1)
@@ -123,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
                     r["roofline_tok_s"] = bw / step
                     r["fraction_of_roofline"] = r["decode_tok_s"] / r["roofline_tok_s"]
             else:
-                reqs = sharegpt_like(args.num_prompts, vocab, args.seed)
+                reqs = request_mix(args.mix, args.num_prompts, vocab, args.seed)
                 times = StepTimes() if args.step_times else None
                 if times is not None:
                     loaded.engine.record_step_times(times).result()
@@ -137,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
                     r["fraction_of_projection_bound"] = r["output_tok_s"] / r["projection_bound_output_tok_s"]
                 if args.hf_requests:
                     r["ours_on_hf_subset"] = runs.throughput(loaded, reqs[: args.hf_requests])
-            device, dtype = loaded.engine.runner.device, loaded.engine.runner.kv_caches[0][0].dtype
+            device, dtype = loaded.engine.runner.device, loaded.engine.runner.dtype
         finally:
             loaded.close()
             del engine, loaded

@@ -28,7 +28,8 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="fraction of free memory for the KV cache (a value >= 1 is a number of blocks)")
     g.add_argument("--cache-block-seq-len", type=int, default=64)
     g.add_argument("--enable-prefix-caching", action="store_true")
-    g.add_argument("--quant-policy", type=int, default=0, choices=[0, 4, 8])
+    g.add_argument("--quant-policy", type=int, default=0, choices=[0, 4, 8],
+                   help="KV cache: 0 = 16-bit, 8 = int8, 4 = int4 (4-bit weights are --model-format awq)")
     g.add_argument("--rope-scaling-factor", type=float, default=0.0)
     g.add_argument("--max-prefill-token-num", type=int, default=8192)
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available)")

@@ -20,6 +20,7 @@ import torch
 
 from lmdeploy_sdk.ops.transfer import padded_rows, pinned, to_device
 from lmdeploy_sdk.ops import AttentionMetadata
+from lmdeploy_sdk.models.decoder import KVCache
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ class DecodeGraphs:
     def __init__(
         self,
         model: torch.nn.Module,
-        kv_caches: list[tuple[torch.Tensor, torch.Tensor]],
+        kv_caches: list[KVCache],
         sizes: list[int],
         max_context: int,
         block_size: int,

@@ -62,6 +62,7 @@ class EngineStats:
     generated_tokens_total: int
     sessions: int
     preemptions_total: int
+    kv_cache_bits: int  # bits of a cached K or V element: 8 or 4 (quant_policy), else the model dtype's
 
 
 # Host value of an input token that is still being sampled on the device.
@@ -188,6 +189,7 @@ class Engine:
             generated_tokens_total=self._generated_tokens,
             sessions=len(self.sessions),
             preemptions_total=self.scheduler.num_preemptions,
+            kv_cache_bits=self.runner.kv_bits or self.runner.dtype.itemsize * 8,
         )
 
     def close(self) -> None:

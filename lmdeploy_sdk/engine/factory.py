@@ -10,6 +10,7 @@ from lmdeploy_sdk.engine.block_manager import BlockManager
 from lmdeploy_sdk.engine.engine import Engine
 from lmdeploy_sdk.engine.memory import (
     block_bytes,
+    describe_cache,
     default_max_batch_size,
     num_cache_blocks,
     resolve_device,
@@ -20,6 +21,7 @@ from lmdeploy_sdk.messages import ChatTemplateConfig, TurbomindEngineConfig
 from lmdeploy_sdk.model_source import resolve_model_path
 from lmdeploy_sdk.models import build_model, load_model_config
 from lmdeploy_sdk.models.config import ModelConfig
+from lmdeploy_sdk.quant.kv_cache import packed_dim
 from lmdeploy_sdk.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,6 @@ class LoadedModel:
 
 
 def _check_supported(cfg: TurbomindEngineConfig) -> None:
-    if cfg.quant_policy != 0:
-        raise NotImplementedError(f"quant_policy={cfg.quant_policy} (quantized KV cache) is not supported yet")
     if cfg.tp != 1:
         raise NotImplementedError(f"tp={cfg.tp}: tensor parallelism is not supported yet; use tp=1")
 
@@ -55,7 +55,10 @@ def preflight(model_path: str | Path | None, cfg: TurbomindEngineConfig) -> tupl
     engine in other processes call it to fail early."""
     _check_supported(cfg)
     model_dir = resolve_model_path(model_path, cfg.model_format)
-    return model_dir, load_model_config(model_dir)
+    model_cfg = load_model_config(model_dir)
+    if cfg.quant_policy:
+        packed_dim(model_cfg.head_dim, cfg.quant_policy)  # ValueError for an odd head dim with int4
+    return model_dir, model_cfg
 
 
 def load(
@@ -87,16 +90,18 @@ def load(
             "(raise rope_scaling_factor to extend it)"
         )
     max_batch = cfg.max_batch_size or default_max_batch_size(device)
-    per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype)
+    per_block = block_bytes(model_cfg.num_layers, model_cfg.num_kv_heads, model_cfg.head_dim, bs, dtype,
+                            cfg.quant_policy)
     useful = max_batch * -(-session_len // bs)
     num_blocks = num_cache_blocks(cfg.cache_max_entry_count, per_block, device, useful)
+    log.info("%s", describe_cache(num_blocks, bs, per_block, cfg.quant_policy, dtype))
     if num_blocks * bs < session_len:
         log.warning(
             "session_len %d exceeds the KV cache (%d blocks x %d tokens); capping session_len to %d",
             session_len, num_blocks, bs, num_blocks * bs,
         )
         session_len = num_blocks * bs
-    runner = ModelRunner(model, num_blocks, bs, dtype, device, max_batch, session_len)
+    runner = ModelRunner(model, num_blocks, bs, dtype, device, max_batch, session_len, cfg.quant_policy)
     engine = Engine(
         runner=runner,
         tokenizer=tokenizer,

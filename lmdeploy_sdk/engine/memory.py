@@ -5,6 +5,8 @@ import logging
 
 import torch
 
+from lmdeploy_sdk.quant.kv_cache import row_bytes
+
 log = logging.getLogger(__name__)
 
 # Default ceiling of the CPU KV cache when sized as a fraction of free memory.
@@ -61,9 +63,16 @@ def free_memory_bytes(device: torch.device) -> int:
     raise RuntimeError("cannot read MemAvailable from /proc/meminfo")
 
 
-def block_bytes(num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype) -> int:
-    """Bytes of K and V for one block over all layers."""
-    return 2 * num_layers * block_size * num_kv_heads * head_dim * torch.tensor([], dtype=dtype).element_size()
+def block_bytes(
+    num_layers: int, num_kv_heads: int, head_dim: int, block_size: int, dtype: torch.dtype, kv_bits: int = 0
+) -> int:
+    """Bytes of K and V for one block over all layers: in `dtype`, or int8/int4 rows with their
+    (scale, zero) when kv_bits is 8 or 4 (quant.kv_cache), so a quantized cache gets more blocks."""
+    if kv_bits:
+        per_row = row_bytes(head_dim, kv_bits)
+    else:
+        per_row = head_dim * dtype.itemsize
+    return 2 * num_layers * block_size * num_kv_heads * per_row
 
 
 def num_cache_blocks(
@@ -91,5 +100,11 @@ def num_cache_blocks(
             f"no room for the KV cache: {budget} bytes available for it "
             f"(cache_max_entry_count={cache_max_entry_count}) but one block needs {per_block}"
         )
-    log.info("KV cache: %d blocks (%.2f GiB)", blocks, blocks * per_block / 2**30)
     return blocks
+
+
+def describe_cache(num_blocks: int, block_size: int, per_block: int, kv_bits: int, dtype: torch.dtype) -> str:
+    """One line for logs and startup messages: blocks, tokens, element type, bytes."""
+    kind = f"int{kv_bits}" if kv_bits else str(dtype).removeprefix("torch.")
+    return (f"KV cache: {num_blocks} blocks of {block_size} tokens ({num_blocks * block_size} tokens, {kind}, "
+            f"{num_blocks * per_block / 2**30:.2f} GiB)")

@@ -15,7 +15,8 @@ from lmdeploy_sdk.engine.graph_sizes import choose_graph_sizes
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
-from lmdeploy_sdk.models.decoder import Embeds
+from lmdeploy_sdk.models.decoder import Embeds, KVCache
+from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 from lmdeploy_sdk.ops import AttentionMetadata
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,14 @@ def native_kernels_run(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype in SUPPORTED_DTYPES and native.native_available()
 
 
-def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device, kv_bits: int = 0) -> bool:
     """Decode graphs need every op of the model on our kernels (the reference ops read host lengths)."""
     if os.environ.get(DISABLE_GRAPHS_ENV) == "1":
         return False
-    return native_kernels_run(device, dtype) and model.config.head_dim in (64, 128)
+    from lmdeploy_sdk.native.kv_quant import KV_QUANT_HEAD_DIMS
+
+    head_dims = KV_QUANT_HEAD_DIMS if kv_bits else (64, 128)
+    return native_kernels_run(device, dtype) and model.config.head_dim in head_dims
 
 
 def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
@@ -75,32 +79,44 @@ class ModelRunner:
         device: torch.device,
         max_batch_size: int = 1,
         max_context: int = 1,
+        kv_bits: int = 0,
     ):
+        """kv_bits: 0 for a cache in `dtype`, 8 or 4 for an int8/int4 one (quant.kv_cache)."""
         cfg = model.config
         self.model = model
         self.device = device
+        self.dtype = dtype
         self.block_size = block_size
-        shape = (num_blocks, block_size, cfg.num_kv_heads, cfg.head_dim)
-        # kv_caches[layer] = (k, v), each [num_blocks, block_size, Hkv, D]
+        self.kv_bits = kv_bits
+        # kv_caches[layer] = (k, v), each [num_blocks, block_size, Hkv, D] (or a QuantizedKVCache)
         self.kv_caches = [
-            (torch.zeros(shape, dtype=dtype, device=device), torch.zeros(shape, dtype=dtype, device=device))
-            for _ in range(cfg.num_layers)
+            (self._new_cache(num_blocks, cfg), self._new_cache(num_blocks, cfg)) for _ in range(cfg.num_layers)
         ]
         self.graphs: DecodeGraphs | None = None
         preload_native_modules(device, dtype)
-        if graphs_supported(model, dtype, device):
+        if graphs_supported(model, dtype, device, kv_bits):
             sizes = choose_graph_sizes(model, max_batch_size, device)
             self.graphs = DecodeGraphs(model, self.kv_caches, sizes, max_context, block_size, device)
             self.graphs.capture()
+
+    def _new_cache(self, num_blocks: int, cfg) -> KVCache:
+        if self.kv_bits:
+            return QuantizedKVCache.zeros(
+                num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device
+            )
+        shape = (num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim)
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def _copy_blocks(self, copies: list[tuple[int, int]]) -> None:
         if not copies:
             return
         src = to_device([s for s, _ in copies], torch.int64, self.device)
         dst = to_device([d for _, d in copies], torch.int64, self.device)
-        for k, v in self.kv_caches:
-            k.index_copy_(0, dst, k.index_select(0, src))
-            v.index_copy_(0, dst, v.index_select(0, src))
+        for cache in (c for pair in self.kv_caches for c in pair):
+            if isinstance(cache, QuantizedKVCache):
+                cache.copy_blocks(src, dst)
+            else:
+                cache.index_copy_(0, dst, cache.index_select(0, src))
 
     def prepare_inputs(self, items: list[tuple[Sequence, int]], fill: TokenFill | None = None):
         """(input ids [T], positions [T], AttentionMetadata) on the device for the next n tokens
@@ -212,10 +228,11 @@ class ModelRunner:
         )  # [B, H]
 
     @torch.inference_mode()
-    def score(self, seq: Sequence, n: int, targets: list[int]) -> float:
+    def score(self, seq: Sequence, n: int, targets: list[int], top1: list[int] | None = None) -> float:
         """Prefill the next n tokens of `seq` (blocks allocated); sum of -log p(targets[i]) at each.
 
-        targets[i] < 0 is ignored (the last token of the sequence has no successor).
+        targets[i] < 0 is ignored (the last token of the sequence has no successor). top1, if
+        given, gets each position's most likely next token appended (accuracy comparisons).
         """
         ids, pos, meta = self.prepare_inputs([(seq, n)])
         hidden = self.model(ids, pos, self.kv_caches, meta)  # [n, H]
@@ -228,4 +245,6 @@ class ModelRunner:
                 logits, tgt[i : i + _SCORE_ROWS], ignore_index=-1, reduction="sum"
             )
             total += float(loss)
+            if top1 is not None:
+                top1 += logits.argmax(dim=-1).tolist()
         return total

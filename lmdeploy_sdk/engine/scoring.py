@@ -9,8 +9,9 @@ if TYPE_CHECKING:
     from lmdeploy_sdk.engine.engine import Engine
 
 
-def score(engine: "Engine", token_ids: list[int]) -> float:
-    """Mean cross-entropy of token_ids under the model (engine thread only; see call())."""
+def score(engine: "Engine", token_ids: list[int], top1: list[int] | None = None) -> float:
+    """Mean cross-entropy of token_ids under the model (engine thread only; see call()).
+    top1, if given, gets the model's most likely next token at each position."""
     if len(token_ids) < 2:
         raise ValueError(f"get_ppl needs at least 2 tokens, got {len(token_ids)}")
     if len(token_ids) > engine.session_len:
@@ -31,7 +32,7 @@ def score(engine: "Engine", token_ids: list[int]) -> float:
         chunk = engine.scheduler.max_prefill_tokens
         for start in range(0, len(token_ids), chunk):
             n = min(chunk, len(token_ids) - start)
-            total += engine.runner.score(seq, n, targets[start : start + n])
+            total += engine.runner.score(seq, n, targets[start : start + n], top1)
         return total / (len(token_ids) - 1)
     finally:
         engine.bm.free(seq)

@@ -18,7 +18,8 @@ from lmdeploy_sdk.models.config import ModelConfig
 from lmdeploy_sdk.models.rope import table_length
 from lmdeploy_sdk.ops import AttentionMetadata
 
-KVCache = tuple[torch.Tensor, torch.Tensor]  # (k_cache, v_cache), each [num_blocks, block_size, Hkv, D]
+# (k_cache, v_cache), each [num_blocks, block_size, Hkv, D] (or int8/int4: ops.reference.KVCache)
+KVCache = tuple[ops.reference.KVCache, ops.reference.KVCache]
 # Input rows whose embeddings are given rather than looked up: (rows [R] int64, values [R, hidden])
 Embeds = tuple[torch.Tensor, torch.Tensor]
 

@@ -62,7 +62,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 def store_kv(k, v, k_cache, v_cache, slot_mapping) -> None:
-    fn = _native("store_kv", k_cache)
+    fn = _native("store_kv", k)
     (fn or reference.store_kv)(k, v, k_cache, v_cache, slot_mapping)
 
 

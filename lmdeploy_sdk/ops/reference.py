@@ -10,9 +10,13 @@ import torch.nn.functional as F
 
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 from lmdeploy_sdk.quant.int4 import Int4Weight
+from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 
 # A linear op's weight: a [N, K] tensor, or 4-bit (quant.int4), which is dequantized here.
 Weight = torch.Tensor | Int4Weight
+# One of K or V of a layer's paged cache: [num_blocks, block_size, Hkv, D] in the model's dtype,
+# or int8/int4 (quant.kv_cache), quantized on write and dequantized on read here.
+KVCache = torch.Tensor | QuantizedKVCache
 
 
 def argmax(logits: torch.Tensor) -> torch.Tensor:
@@ -107,12 +111,17 @@ def rms_norm_gated_linear(
 def store_kv(
     k: torch.Tensor,
     v: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCache,
+    v_cache: KVCache,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """Write the new tokens' keys and values into the paged cache, in place."""
+    """Write the new tokens' keys and values into the paged cache, in place (quantized
+    per row for an int8/int4 cache; negative slots, padding, are skipped there)."""
     # k, v: [T, Hkv, D]; k_cache, v_cache: [num_blocks, block_size, Hkv, D]; slot_mapping: [T]
+    if isinstance(k_cache, QuantizedKVCache):
+        k_cache.store(k, slot_mapping)
+        v_cache.store(v, slot_mapping)
+        return
     nb, bs, h, d = k_cache.shape
     k_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, k.to(k_cache.dtype))
     v_cache.view(nb * bs, h, d).index_copy_(0, slot_mapping, v.to(v_cache.dtype))
@@ -124,8 +133,8 @@ def rope_store_kv(
     v: torch.Tensor,
     positions: torch.Tensor,
     cos_sin: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCache,
+    v_cache: KVCache,
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor:
     """apply_rope, then store_kv of the rotated k and v; returns the rotated q."""
@@ -146,8 +155,8 @@ def rms_norm_rope_store_kv(
     num_kv_heads: int,
     positions: torch.Tensor,
     cos_sin: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCache,
+    v_cache: KVCache,
     slot_mapping: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Attention up to the attention itself: the pre-norm qkv projection (rms_norm_linear),
@@ -170,10 +179,12 @@ def qkv_heads(
 
 
 def gather_kv(
-    cache: torch.Tensor, block_table: torch.Tensor, length: int
+    cache: KVCache, block_table: torch.Tensor, length: int
 ) -> torch.Tensor:
-    """The first `length` cached tokens of one sequence, in order."""
+    """The first `length` cached tokens of one sequence, in order (float32 from an int8/int4 cache)."""
     # cache: [num_blocks, block_size, Hkv, D]; block_table: [max_blocks] -> [length, Hkv, D]
+    if isinstance(cache, QuantizedKVCache):
+        return cache.gather(block_table, length)
     bs = cache.shape[1]
     nblocks = (length + bs - 1) // bs
     return cache.index_select(0, block_table[:nblocks].long()).flatten(0, 1)[:length]
@@ -181,18 +192,23 @@ def gather_kv(
 
 def paged_attention(
     q: torch.Tensor,
-    k_cache: torch.Tensor,
-    v_cache: torch.Tensor,
+    k_cache: KVCache,
+    v_cache: KVCache,
     meta: AttentionMetadata,
     scale: float,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its whole cached context.
 
     Covers prefill, chunked prefill, prefill on a cached prefix and decode alike
-    (see AttentionMetadata). GQA: query head h reads kv head h // (Hq // Hkv).
+    (see AttentionMetadata). GQA: query head h reads kv head h // (Hq // Hkv). Over an
+    int8/int4 cache, whose rows are stored rotated, q is rotated first and the output back.
     """
     # q: [T, Hq, D] -> out: [T, Hq, D]
-    out = torch.empty_like(q)
+    rotated = isinstance(k_cache, QuantizedKVCache) and k_cache.rotation is not None
+    qdtype = q.dtype
+    out = torch.empty(q.shape, dtype=torch.float32 if rotated else q.dtype, device=q.device)
+    if rotated:
+        q = q.float() @ k_cache.rotation
     hq, hkv = q.shape[1], k_cache.shape[2]
     start = 0
     for b, (q_len, kv_len) in enumerate(zip(meta.q_lens_cpu, meta.kv_lens_cpu)):
@@ -207,6 +223,8 @@ def paged_attention(
         k_pos = torch.arange(kv_len, device=q.device).unsqueeze(0)
         scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
         probs = torch.softmax(scores, dim=-1)
-        out[start : start + q_len] = torch.matmul(probs, vb).transpose(0, 1).to(q.dtype)
+        out[start : start + q_len] = torch.matmul(probs, vb).transpose(0, 1).to(out.dtype)
         start += q_len
+    if rotated:
+        return (out @ k_cache.rotation).to(qdtype)
     return out

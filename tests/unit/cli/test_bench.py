@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from lmdeploy_sdk.bench.workload import sharegpt_like
+from lmdeploy_sdk.bench.workload import LONG_INPUT_RANGE, long_context, request_mix, sharegpt_like
 from lmdeploy_sdk.cli.main import main
 
 
@@ -13,6 +13,23 @@ def test_workload_is_seeded_and_bounded():
     a = sharegpt_like(50, 1000 + 500, seed=3)
     assert a == sharegpt_like(50, 1500, seed=3) and a != sharegpt_like(50, 1500, seed=4)
     assert all(4 <= len(r.prompt_ids) <= 1024 and 4 <= r.output_len <= 1024 for r in a)
+
+
+def test_long_context_mix_is_seeded_and_long():
+    a = request_mix("long", 4, 2000, seed=1)
+    assert a == long_context(4, 2000, seed=1) != long_context(4, 2000, seed=2)
+    assert all(LONG_INPUT_RANGE[0] <= len(r.prompt_ids) <= LONG_INPUT_RANGE[1] for r in a)
+    with pytest.raises(ValueError, match="sharegpt, long"):
+        request_mix("short", 4, 2000)
+
+
+@pytest.mark.parametrize("policy", [8, 4])
+def test_bench_reports_the_quantized_kv_cache(policy, tokenizer_dir, tmp_path):
+    out = tmp_path / "lat.json"
+    assert main(["bench", "latency", str(tokenizer_dir), "--shape", "llama-tiny", "--input-len", "8",
+                 "--output-len", "4", "--device", "cpu", "--cache-max-entry-count", "64",
+                 "--quant-policy", str(policy), "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["kv_cache"] == {"blocks": 64, "block_tokens": 64, "bits": policy}
 
 
 def test_latency_and_throughput_json(tokenizer_dir, tmp_path, capsys):

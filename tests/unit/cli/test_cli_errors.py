@@ -13,7 +13,6 @@ SCRIPT = Path(sys.executable).parent / "lmdeploy-sdk"  # this interpreter's cons
 pytestmark = pytest.mark.skipif(not SCRIPT.exists(), reason="the lmdeploy-sdk console script is not installed")
 
 CASES = [
-    (["serve", "api_server", "--quant-policy", "4"], "quant_policy=4"),
     (["serve", "api_server", "--tp", "2"], "tp=2"),
     (["serve", "api_server", "--session-len", "100000"], "session_len=100000"),
     (["chat", "--session-len", "100000"], "session_len=100000"),

@@ -30,3 +30,15 @@ def test_dtype_auto_is_float32_on_cpu_and_explicit_wins():
 def test_no_room_is_a_clear_error():
     with pytest.raises(RuntimeError, match="no room for the KV cache"):
         num_cache_blocks(1e-12, 10**12, CPU, 10)
+
+
+@pytest.mark.parametrize("bits, at_least", [(8, 1.9), (4, 3.5)])
+def test_a_quantized_kv_cache_gets_more_blocks_from_the_same_memory(bits, at_least, monkeypatch):
+    # Llama-3-8B's cache: 32 layers, 8 kv heads of 128, blocks of 64 tokens; 16-bit vs int8/int4
+    monkeypatch.setattr("lmdeploy_sdk.engine.memory.free_memory_bytes", lambda device: 2**30)
+    shape = (32, 8, 128, 64)
+    bf16 = num_cache_blocks(0.9, block_bytes(*shape, torch.bfloat16), CPU, 10**9)
+    quant = num_cache_blocks(0.9, block_bytes(*shape, torch.bfloat16, kv_bits=bits), CPU, 10**9)
+    assert quant / bf16 >= at_least
+    # the bytes: per (token, kv head) 128 values of 8 or 4 bits and a float16 (scale, zero)
+    assert block_bytes(*shape, torch.bfloat16, kv_bits=bits) == 2 * 32 * 64 * 8 * (128 * bits // 8 + 4)

@@ -12,6 +12,7 @@ class Stats:
     blocks_total: int = 100
     blocks_free: int = 60
     blocks_used: int = 40
+    kv_cache_bits: int = 8
     prompt_tokens_total: int = 1234
     generated_tokens_total: int = 567
 
@@ -28,6 +29,7 @@ def test_engine_gauges_are_read_at_scrape_time():
     assert content_type.startswith("text/plain")
     assert sample(text, "lmdeploy_sdk_kv_blocks_used") == "40.0"
     assert sample(text, "lmdeploy_sdk_kv_blocks_free") == "60.0"
+    assert sample(text, "lmdeploy_sdk_kv_cache_bits") == "8.0"
     assert sample(text, "lmdeploy_sdk_running_sequences") == "3.0"
     assert sample(text, "lmdeploy_sdk_waiting_sequences") == "2.0"
     assert sample(text, "lmdeploy_sdk_prompt_tokens_total") == "1234.0"
