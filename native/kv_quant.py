@@ -11,10 +11,9 @@ from __future__ import annotations
 import torch
 
 from lmdeploy_sdk.native import driver
-from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES, int32_device
+from lmdeploy_sdk.native.layout import SUPPORTED_DTYPES
 from lmdeploy_sdk.ops import reference
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
-from lmdeploy_sdk.ops.transfer import padded_rows, to_device
 from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 
 MODULE = "kv_quant"
@@ -50,7 +49,7 @@ def rope_store_kv(
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor | None:
     """reference.rope_store_kv (or, with q, positions and cos_sin None, store_kv) into an
-    int8/int4 cache in one launch; returns the rotated q (None without one)."""
+    int8/int4 cache in one launch; returns q after rope and the cache's rotation (None without q)."""
     # q: [T, Hq, D], k, v: [T, Hkv, D] (strided views allowed); caches [num_blocks, block_size, Hkv, D]
     rope = q is not None
     d = k_cache.head_dim
@@ -140,61 +139,31 @@ def dequantized_view(
     k_cache: QuantizedKVCache, v_cache: QuantizedKVCache, meta: AttentionMetadata, dtype: torch.dtype
 ) -> tuple[torch.Tensor, torch.Tensor, AttentionMetadata]:
     """The batch's context as 16-bit caches holding just its sequences' blocks, and the
-    metadata that addresses them (sequence b's blocks are contiguous there)."""
-    bs, width = meta.block_size, meta.block_tables.shape[1]
-    counts = [-(-n // bs) for n in meta.kv_lens_cpu]
-    flat = [b * width + j for b, n in enumerate(counts) for j in range(n)]  # into block_tables.view(-1)
-    src = int32_device(meta.block_tables, k_cache.device).reshape(-1).index_select(
-        0, to_device(flat, torch.int64, k_cache.device)
-    )
-    tables, first = [], 0
-    for n in counts:
-        tables.append(list(range(first, first + n)))
-        first += n
-    new_tables = to_device(padded_rows(tables, max(counts), len(tables)), torch.int32, k_cache.device)
-    view = AttentionMetadata(
-        cu_seqlens_q=meta.cu_seqlens_q,
-        kv_lens=meta.kv_lens,
-        block_tables=new_tables.view(len(tables), max(counts)),
-        slot_mapping=meta.slot_mapping,
-        q_lens_cpu=meta.q_lens_cpu,
-        kv_lens_cpu=meta.kv_lens_cpu,
-        max_q_len=meta.max_q_len,
-        max_kv_len=meta.max_kv_len,
-        block_size=bs,
-    )
-    return dequantized_blocks(k_cache, src, dtype), dequantized_blocks(v_cache, src, dtype), view
-
-
-def _decode_kernel():
-    """paged_decode_quant's module (None where it is not built)."""
-    try:
-        from lmdeploy_sdk.native import paged_decode_quant
-    except ImportError:
-        return None
-    return paged_decode_quant
+    metadata that addresses them (meta.packed_blocks)."""
+    src, packed = meta.packed_blocks
+    return dequantized_blocks(k_cache, src, dtype), dequantized_blocks(v_cache, src, dtype), packed
 
 
 def paged_attention(
     q: torch.Tensor, k_cache: QuantizedKVCache, v_cache: QuantizedKVCache, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    """reference.paged_attention over an int8/int4 cache: q rotated into the stored rows'
-    basis, decode rows on the quantized decode kernel, prefill rows on the 16-bit prefill
-    kernel over a dequantized copy, the output rotated back."""
+    """reference.paged_attention over an int8/int4 cache (q in the stored rows' basis, as
+    rope_store_kv returns it): decode rows on the quantized decode kernel, prefill rows on the
+    16-bit prefill kernel over a dequantized copy, then the output rotated back (one GEMM)."""
     # q: [T, Hq, D] -> [T, Hq, D]
     if not (_caches_served(k_cache, v_cache, q.device) and q.dtype in SUPPORTED_DTYPES) or meta.num_seqs == 0:
         return reference.paged_attention(q, k_cache, v_cache, meta, scale)
-    return k_cache.rotate(_rotated_attention(k_cache.rotate(q), k_cache, v_cache, meta, scale))
+    return k_cache.rotate_fast(_rotated_attention(q, k_cache, v_cache, meta, scale))
 
 
 def _rotated_attention(
     q: torch.Tensor, k_cache: QuantizedKVCache, v_cache: QuantizedKVCache, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    # q: [T, Hq, D], already rotated -> [T, Hq, D], still rotated
+    # q: [T, Hq, D], in the cache rows' basis -> [T, Hq, D], still in it
     from lmdeploy_sdk.native import paged_attention as attention
+    from lmdeploy_sdk.native import paged_decode_quant as decoder
 
-    decoder = _decode_kernel()
-    decode_served = decoder is not None and decoder.served(q, k_cache, v_cache)
+    decode_served = decoder.served(q, k_cache, v_cache)
     if meta.is_decode and q.shape[0] == meta.num_seqs and decode_served:
         return decoder.paged_decode_quant(q, k_cache, v_cache, meta, scale)
     split = meta.decode_prefill_split

@@ -107,3 +107,31 @@ class AttentionMetadata:
             block_size=self.block_size,
         )
         return decode, prefill
+
+    @functools.cached_property
+    def packed_blocks(self) -> tuple[torch.Tensor, "AttentionMetadata"]:
+        """(the blocks holding each sequence's context, in order: int32 [n]; this batch with block
+        tables that address them as 0..n-1) for ops that work on a compact copy of the context
+        (attention over an int8/int4 cache dequantizes one). Built once per step (cached)."""
+        bs, width = self.block_size, self.block_tables.shape[1]
+        counts = [-(-n // bs) for n in self.kv_lens_cpu]
+        flat = [b * width + j for b, n in enumerate(counts) for j in range(n)]  # into block_tables.view(-1)
+        device = self.block_tables.device
+        src = self.block_tables.to(torch.int32).reshape(-1).index_select(0, to_device(flat, torch.int64, device))
+        tables, first = [], 0
+        for n in counts:
+            tables.append(list(range(first, first + n)))
+            first += n
+        packed = AttentionMetadata(
+            cu_seqlens_q=self.cu_seqlens_q,
+            kv_lens=self.kv_lens,
+            block_tables=to_device(padded_rows(tables, max(counts), len(tables)), torch.int32, device)
+            .view(len(tables), max(counts)),
+            slot_mapping=self.slot_mapping,
+            q_lens_cpu=self.q_lens_cpu,
+            kv_lens_cpu=self.kv_lens_cpu,
+            max_q_len=self.max_q_len,
+            max_kv_len=self.max_kv_len,
+            block_size=bs,
+        )
+        return src, packed

@@ -47,3 +47,19 @@ def test_no_split_for_pure_batches_or_a_prefill_first():
     assert _meta([1, 1], [4, 9]).decode_prefill_split is None
     assert _meta([3, 2], [4, 9]).decode_prefill_split is None
     assert _meta([3, 1], [4, 9]).decode_prefill_split is None  # decodes must lead
+
+
+def test_packed_blocks_hold_each_context_and_give_the_same_attention():
+    q_lens, kv_lens = [1, 5, 2], [7, 12, 2]
+    meta = _meta(q_lens, kv_lens)
+    gen = torch.Generator().manual_seed(1)
+    q = torch.randn(sum(q_lens), 4, 8, generator=gen)
+    k_cache = torch.randn(8 * len(q_lens), BLOCK, 2, 8, generator=gen)
+    v_cache = torch.randn(8 * len(q_lens), BLOCK, 2, 8, generator=gen)
+    src, packed = meta.packed_blocks
+    assert src.tolist() == [0, 1, 8, 9, 10, 16]  # 2, 3 and 1 blocks of the sequences' tables
+    assert packed.block_tables.tolist() == [[0, 1, 0], [2, 3, 4], [5, 0, 0]]
+    assert meta.packed_blocks is meta.packed_blocks  # built once
+    compact_k, compact_v = k_cache[src.long()], v_cache[src.long()]
+    torch.testing.assert_close(reference.paged_attention(q, compact_k, compact_v, packed, 0.3),
+                               reference.paged_attention(q, k_cache, v_cache, meta, 0.3))
