@@ -102,7 +102,7 @@ class ModelRunner:
     def _new_cache(self, num_blocks: int, cfg) -> KVCache:
         if self.kv_bits:
             return QuantizedKVCache.zeros(
-                num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device, self.dtype
+                num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device
             )
         shape = (num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)
