@@ -110,7 +110,7 @@ def choose_num_splits(num_ctas: int, max_kv_len: int, resident_ctas: int) -> int
     return next(s for s in range(1, max_splits + 1) if efficiency(s) >= 0.95 * best)
 
 
-def _output(out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
+def output_like(out: torch.Tensor | None, q: torch.Tensor) -> torch.Tensor:
     """`out` checked against q's shape, or a new [T, Hq, D] tensor like q."""
     if out is None:
         return torch.empty(q.shape, dtype=q.dtype, device=q.device)
@@ -159,11 +159,8 @@ def paged_decode(
         per_sm = driver.device_kernels(index).max_active_blocks(DECODE_MODULE, kernel, DECODE_THREADS, shared_mem)
         num_splits = choose_num_splits(ctas, meta.max_kv_len, per_sm * driver.sm_count(index))
     splits = num_splits
-    out = _output(out, q)
-    part_o = part_ml = None
-    if splits > 1:
-        part_o = torch.empty((batch, num_q_heads, splits, head_dim), dtype=torch.float32, device=q.device)
-        part_ml = torch.empty((batch, num_q_heads, splits, 2), dtype=torch.float32, device=q.device)
+    out = output_like(out, q)
+    part_o, part_ml = split_partials(out, splits)
     driver.launch(
         q.device,
         DECODE_MODULE,
@@ -192,22 +189,42 @@ def paged_decode(
         ),
     )
     if splits > 1:
-        driver.launch(
-            q.device,
-            DECODE_MODULE,
-            f"paged_decode_reduce_{sfx}_d{head_dim}",
-            grid=(batch * num_q_heads,),
-            block=(head_dim,),
-            args=(
-                driver.ptr(out),
-                driver.ptr(part_o),
-                driver.ptr(part_ml),
-                driver.ptr(kv_lens),
-                driver.i32(num_q_heads),
-                driver.i32(splits),
-            ),
-        )
+        reduce_splits(out, part_o, part_ml, kv_lens)
     return out
+
+
+def split_partials(out: torch.Tensor, splits: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The fp32 partial outputs and (max, sum) a decode launch of `splits` splits per sequence
+    writes for reduce_splits; (None, None) for one split (the kernel then writes `out`)."""
+    # out: [B, Hq, D] -> part_o [B, Hq, S, D], part_ml [B, Hq, S, 2]
+    if splits == 1:
+        return None, None
+    batch, num_q_heads, head_dim = out.shape
+    part_o = torch.empty((batch, num_q_heads, splits, head_dim), dtype=torch.float32, device=out.device)
+    part_ml = torch.empty((batch, num_q_heads, splits, 2), dtype=torch.float32, device=out.device)
+    return part_o, part_ml
+
+
+def reduce_splits(out: torch.Tensor, part_o: torch.Tensor, part_ml: torch.Tensor, kv_lens: torch.Tensor) -> None:
+    """Merge a decode launch's splits into out (paged_decode_reduce; the 16-bit and the int8/int4
+    decode kernels split contexts alike, decode_split.cuh)."""
+    # out: [B, Hq, D]; part_o: [B, Hq, S, D]; part_ml: [B, Hq, S, 2]; kv_lens: int32 [B]
+    batch, num_q_heads, head_dim = out.shape
+    driver.launch(
+        out.device,
+        DECODE_MODULE,
+        f"paged_decode_reduce_{driver.dtype_suffix(out.dtype)}_d{head_dim}",
+        grid=(batch * num_q_heads,),
+        block=(head_dim,),
+        args=(
+            driver.ptr(out),
+            driver.ptr(part_o),
+            driver.ptr(part_ml),
+            driver.ptr(kv_lens),
+            driver.i32(num_q_heads),
+            driver.i32(part_o.shape[2]),
+        ),
+    )
 
 
 def wgmma_prefill_smem(head_dim: int, element_size: int) -> int:
@@ -257,7 +274,7 @@ def paged_prefill(
     num_kv_heads = k_cache.shape[2]
     block_tables, kv_lens, block_size = _common_args(q, k_cache, meta)
     cu_seqlens_q = int32_device(meta.cu_seqlens_q, q.device)
-    out = _output(out, q)
+    out = output_like(out, q)
     sfx = driver.dtype_suffix(q.dtype)
     if _prefill_on_wgmma(kernel, head_dim, meta.max_q_len, driver.device_index(q.device)):
         module, name = WGMMA_PREFILL_MODULE, f"paged_prefill_wgmma_{sfx}_d{head_dim}"

@@ -24,6 +24,9 @@ from lmdeploy_sdk.native.paged_attention import (
     LOG2E,
     choose_num_splits,
     decode_heads,
+    output_like,
+    reduce_splits,
+    split_partials,
 )
 from lmdeploy_sdk.ops.metadata import AttentionMetadata
 from lmdeploy_sdk.quant.kv_cache import KV_BITS, PARAMS_DTYPE, QuantizedKVCache
@@ -129,13 +132,8 @@ def paged_decode_quant(
             choose_num_splits(ctas, meta.max_kv_len, per_sm * driver.sm_count(index)))
     block_tables = int32_device(meta.block_tables, q.device)
     kv_lens = int32_device(meta.kv_lens, q.device)
-    if out is None:
-        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
-    assert out.shape == q.shape and out.dtype == q.dtype and out.is_contiguous() and out.data_ptr() % 16 == 0
-    part_o = part_ml = None
-    if num_splits > 1:
-        part_o = torch.empty((batch, num_q_heads, num_splits, head_dim), dtype=torch.float32, device=q.device)
-        part_ml = torch.empty((batch, num_q_heads, num_splits, 2), dtype=torch.float32, device=q.device)
+    out = output_like(out, q)
+    part_o, part_ml = split_partials(out, num_splits)
     driver.launch(
         q.device,
         MODULE,
@@ -166,19 +164,5 @@ def paged_decode_quant(
         ),
     )
     if num_splits > 1:
-        driver.launch(
-            q.device,
-            MODULE,
-            f"paged_decode_quant_reduce_{sfx}_d{head_dim}",
-            grid=(batch * num_q_heads,),
-            block=(head_dim,),
-            args=(
-                driver.ptr(out),
-                driver.ptr(part_o),
-                driver.ptr(part_ml),
-                driver.ptr(kv_lens),
-                driver.i32(num_q_heads),
-                driver.i32(num_splits),
-            ),
-        )
+        reduce_splits(out, part_o, part_ml, kv_lens)
     return out

@@ -23,6 +23,7 @@
 // paged_decode_reduce merges the splits; with S == 1 it writes `out` directly. Scores
 // stay unscaled; the scale (times log2 e) folds into the exp2 argument, and max values
 // are kept in log2 units of the scaled scores.
+#include "decode_split.cuh"
 #include "mma.cuh"
 #include "paged_cache.cuh"
 
@@ -30,16 +31,6 @@ namespace lmd {
 
 constexpr int kDecodeWarps = 4;
 constexpr int kDecodeTile = 16 * kDecodeWarps;  // keys per smem tile, 16 per warp
-constexpr int kDecodeMinSplit = 64;  // never split a context finer than this (small batches want many splits)
-
-// Tokens handled by each of `num_splits` CTAs of a sequence (a multiple of 64, so every
-// split starts on a tile boundary).
-__device__ __forceinline__ int decode_split_len(int kv_len, int num_splits) {
-  int len = (kv_len + num_splits - 1) / num_splits;
-  len = max(len, kDecodeMinSplit);
-  return (len + 63) & ~63;
-}
-
 // Dynamic smem: the Q tile [16, D + 8] then STAGES x {K, V} [kDecodeTile, D + 8]
 // (rows padded by 16 bytes: ldmatrix and cp.async are bank-conflict free); after the
 // main loop the ring is reused for the warps' fp32 O [warps, 16, D + 8] and (max, sum).

@@ -23,6 +23,7 @@
 //   too, so each lane owns contiguous bytes of the V rows of its 4 keys and PRMT pairs two
 //   keys' codes of one d into a half2. P's C fragment becomes the B operand with movmatrix.
 // - Row strides and XOR swizzles (k_off / v_off) make those loads bank-conflict free.
+#include "decode_split.cuh"
 #include "mma.cuh"
 #include "paged_cache.cuh"
 
@@ -30,15 +31,6 @@ namespace lmd {
 
 constexpr int kQuantWarps = 4;
 constexpr int kQuantTile = 16 * kQuantWarps;  // keys per smem tile, 16 per warp
-constexpr int kQuantMinSplit = 64;
-
-// As decode_split_len in paged_attention_decode.cu: a multiple of the tile, so every split
-// starts on a tile boundary.
-__device__ __forceinline__ int quant_split_len(int kv_len, int num_splits) {
-  int len = (kv_len + num_splits - 1) / num_splits;
-  len = max(len, kQuantMinSplit);
-  return (len + 63) & ~63;
-}
 
 __device__ __forceinline__ void cp_async_4(void* dst, const void* src, int src_bytes) {
   asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
@@ -140,7 +132,7 @@ __device__ __forceinline__ void paged_decode_quant(
   const int h0 = blockIdx.x * G;
   const int kv_head = h0 / (num_q_heads / num_kv_heads);
   const int kv_len = kv_lens[b];
-  const int split_len = quant_split_len(kv_len, num_splits);
+  const int split_len = decode_split_len(kv_len, num_splits);
   const int start = split * split_len;
   if (start >= kv_len) {  // idle split: the reduce kernel skips it
     pdl_wait();
@@ -469,31 +461,6 @@ __device__ __forceinline__ void paged_decode_quant(
   }
 }
 
-// Merge the S partial results of each (sequence, head), as paged_decode_reduce.
-template <typename T, int D>
-__device__ __forceinline__ void paged_decode_quant_reduce(T* __restrict__ out,
-                                                          const float* __restrict__ part_o,
-                                                          const float* __restrict__ part_ml,
-                                                          const int* __restrict__ kv_lens,
-                                                          int num_q_heads, int num_splits) {
-  // grid: B * Hq CTAs of D threads; out: [B, Hq, D]
-  const int64_t bh = blockIdx.x;
-  const int b = blockIdx.x / num_q_heads, d = threadIdx.x;
-  const int kv_len = kv_lens[b];
-  const int split_len = quant_split_len(kv_len, num_splits);
-  const int active = (kv_len + split_len - 1) / split_len;
-  const float* ml = part_ml + bh * num_splits * 2;
-  float global_max = -INFINITY;
-  for (int s = 0; s < active; ++s) global_max = fmaxf(global_max, ml[2 * s]);
-  float num = 0.f, den = 0.f;
-  for (int s = 0; s < active; ++s) {
-    const float w = ml[2 * s + 1] * exp2f(ml[2 * s] - global_max);
-    num = fmaf(w, part_o[(bh * num_splits + s) * D + d], num);
-    den += w;
-  }
-  out[bh * D + d] = from_float<T>(num / den);
-}
-
 }  // namespace lmd
 
 // 4 warps; NH = 1 (G <= 8) fits 4 CTAs an SM's registers, NH = 2 three.
@@ -512,15 +479,6 @@ __device__ __forceinline__ void paged_decode_quant_reduce(T* __restrict__ out,
         block_shift, scale_log2);                                                               \
   }
 
-#define LMD_QDECODE_REDUCE_KERNEL(T, SUFFIX, D)                                                \
-  extern "C" __global__ void __launch_bounds__(D) paged_decode_quant_reduce_##SUFFIX##_d##D(   \
-      T* out, const float* part_o, const float* part_ml, const int* kv_lens, int num_q_heads,  \
-      int num_splits) {                                                                        \
-    lmd::pdl_enter();                                                                          \
-    lmd::paged_decode_quant_reduce<T, D>(out, part_o, part_ml, kv_lens, num_q_heads,           \
-                                         num_splits);                                          \
-  }
-
 #define LMD_QDECODE_STAGES(T, SUFFIX, BITS, D, NH) \
   LMD_QDECODE_KERNEL(T, SUFFIX, BITS, D, NH, 2)    \
   LMD_QDECODE_KERNEL(T, SUFFIX, BITS, D, NH, 4)    \
@@ -530,8 +488,7 @@ __device__ __forceinline__ void paged_decode_quant_reduce(T* __restrict__ out,
   LMD_QDECODE_STAGES(T, SUFFIX, 8, D, 1)     \
   LMD_QDECODE_STAGES(T, SUFFIX, 8, D, 2)     \
   LMD_QDECODE_STAGES(T, SUFFIX, 4, D, 1)     \
-  LMD_QDECODE_STAGES(T, SUFFIX, 4, D, 2)     \
-  LMD_QDECODE_REDUCE_KERNEL(T, SUFFIX, D)
+  LMD_QDECODE_STAGES(T, SUFFIX, 4, D, 2)
 
 LMD_QDECODE_ALL(__half, f16, 64)
 LMD_QDECODE_ALL(__half, f16, 128)
