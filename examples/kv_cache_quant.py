@@ -9,6 +9,7 @@ the unquantized cache is float32) and answers alike; int4 holds about twice int8
 """
 from __future__ import annotations
 
+import argparse
 import math
 
 from lmdeploy_sdk import GenerationConfig, TurbomindEngineConfig, pipeline
@@ -20,7 +21,10 @@ NAMES = {0: "unquantized", 8: "int8 (quant_policy=8)", 4: "int4 (quant_policy=4)
 
 
 def main() -> None:
-    greedy = GenerationConfig(max_new_tokens=40, do_sample=False)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    args = parser.parse_args()
+    greedy = GenerationConfig(max_new_tokens=args.max_new_tokens, do_sample=False)
     for policy, name in NAMES.items():
         # The same 1% of free memory for the cache each time (on CPU also capped at 2 GiB)
         config = TurbomindEngineConfig(quant_policy=policy, cache_max_entry_count=0.01, session_len=2048,

@@ -15,7 +15,8 @@ from lmdeploy_sdk.engine.graph_sizes import choose_graph_sizes
 from lmdeploy_sdk.ops.transfer import to_device
 from lmdeploy_sdk.engine.scheduler import ScheduledBatch
 from lmdeploy_sdk.engine.sequence import Sequence
-from lmdeploy_sdk.models.decoder import Embeds, KVCache
+from lmdeploy_sdk.models.config import ModelConfig
+from lmdeploy_sdk.models.decoder import Embeds
 from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 from lmdeploy_sdk.ops import AttentionMetadata
 
@@ -42,14 +43,12 @@ def native_kernels_run(device: torch.device, dtype: torch.dtype) -> bool:
     return dtype in SUPPORTED_DTYPES and native.native_available()
 
 
-def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device, kv_bits: int = 0) -> bool:
-    """Decode graphs need every op of the model on our kernels (the reference ops read host lengths)."""
+def graphs_supported(model: torch.nn.Module, dtype: torch.dtype, device: torch.device) -> bool:
+    """Decode graphs need every op of the model on our kernels (the reference ops read host lengths);
+    the attention kernels, 16-bit and int8/int4 cache alike, take head dims 64 and 128."""
     if os.environ.get(DISABLE_GRAPHS_ENV) == "1":
         return False
-    from lmdeploy_sdk.native.kv_quant import KV_QUANT_HEAD_DIMS
-
-    head_dims = KV_QUANT_HEAD_DIMS if kv_bits else (64, 128)
-    return native_kernels_run(device, dtype) and model.config.head_dim in head_dims
+    return native_kernels_run(device, dtype) and model.config.head_dim in (64, 128)
 
 
 def preload_native_modules(device: torch.device, dtype: torch.dtype) -> None:
@@ -94,12 +93,12 @@ class ModelRunner:
         ]
         self.graphs: DecodeGraphs | None = None
         preload_native_modules(device, dtype)
-        if graphs_supported(model, dtype, device, kv_bits):
+        if graphs_supported(model, dtype, device):
             sizes = choose_graph_sizes(model, max_batch_size, device)
             self.graphs = DecodeGraphs(model, self.kv_caches, sizes, max_context, block_size, device)
             self.graphs.capture()
 
-    def _new_cache(self, num_blocks: int, cfg) -> KVCache:
+    def _new_cache(self, num_blocks: int, cfg: ModelConfig) -> torch.Tensor | QuantizedKVCache:
         if self.kv_bits:
             return QuantizedKVCache.zeros(
                 num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device

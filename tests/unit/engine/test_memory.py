@@ -42,3 +42,11 @@ def test_a_quantized_kv_cache_gets_more_blocks_from_the_same_memory(bits, at_lea
     assert quant / bf16 >= at_least
     # the bytes: per (token, kv head) 128 values of 8 or 4 bits and a float16 (scale, zero)
     assert block_bytes(*shape, torch.bfloat16, kv_bits=bits) == 2 * 32 * 64 * 8 * (128 * bits // 8 + 4)
+
+
+def test_the_cache_line_names_blocks_tokens_and_element_type():
+    from lmdeploy_sdk.engine.memory import describe_cache
+
+    assert describe_cache(100, 64, 2**20, 8, torch.bfloat16) == (
+        "KV cache: 100 blocks of 64 tokens (6400 tokens, int8, 0.10 GiB)")
+    assert "bfloat16" in describe_cache(1, 64, 2**20, 0, torch.bfloat16)
