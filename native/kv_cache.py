@@ -12,9 +12,7 @@ from lmdeploy_sdk.quant.kv_cache import QuantizedKVCache
 def served(k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor) -> bool:
     """True when the store_kv kernel takes these tensors (else the reference runs)."""
     return (
-        isinstance(k_cache, torch.Tensor)
-        and isinstance(v_cache, torch.Tensor)
-        and k_cache.dtype in SUPPORTED_DTYPES
+        k_cache.dtype in SUPPORTED_DTYPES
         and k.dtype == v.dtype == k_cache.dtype == v_cache.dtype
         and k.dim() == 3
         and v.shape == k.shape

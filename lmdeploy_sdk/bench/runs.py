@@ -218,7 +218,6 @@ def throughput(loaded: LoadedModel, requests: list[BenchRequest]) -> dict:
         "total_tok_s": (in_tokens + out_tokens) / elapsed,
         "preemptions": stats().preemptions_total - preempted_before,
         "kv_cache_blocks": stats().blocks_total,
-        "kv_cache_bits": stats().kv_cache_bits,
         "weight_GiB": model_weight_bytes(loaded.engine.runner.model) / 2**30,
     }
 

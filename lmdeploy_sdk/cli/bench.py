@@ -10,6 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from lmdeploy_sdk.bench.workload import MIXES
+
 
 def register(sub) -> None:
     p = sub.add_parser("bench", help="measure decode latency and offline throughput; profile one step; "
@@ -26,7 +28,7 @@ def register(sub) -> None:
     p.add_argument("--input-len", type=int, default=128)
     p.add_argument("--output-len", type=int, default=512)
     p.add_argument("--num-prompts", type=int, default=1000)
-    p.add_argument("--mix", default="sharegpt", choices=["sharegpt", "long"],
+    p.add_argument("--mix", default="sharegpt", choices=MIXES,
                    help="(throughput) the request mix: sharegpt-like lengths or long contexts (bench/workload.py)")
     p.add_argument("--session-len", type=int, default=None,
                    help="max tokens of a sequence (with --shape, also the shape's positions if larger)")

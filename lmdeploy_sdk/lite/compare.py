@@ -3,8 +3,8 @@
     python -m lmdeploy_sdk.lite.compare [MODEL] --w-group-size 64
 
 writes the RTN and AWQ checkpoints (AutoAWQ layout) into a temp directory (or --work-dir),
-loads all three through `lmdeploy_sdk.pipeline`, scores the held-out text
-(lite/data/heldout_sotu_1961_1963.txt, never used for calibration) with `Pipeline.get_ppl`
+loads all three into the engine, scores the held-out text
+(lite/data/heldout_sotu_1961_1963.txt, never used for calibration) with the scorer `Pipeline.get_ppl` runs
 in windows of --eval-seqlen tokens, and prints the three perplexities and
 (awq - float) / (rtn - float): the share of RTN's perplexity increase that AWQ keeps.
 """
@@ -42,17 +42,29 @@ def eval_windows(tokenizer, eval_tokens: int, seqlen: int) -> list[list[int]]:
     return [w for w in (ids[i : i + seqlen] for i in range(0, len(ids), seqlen)) if len(w) >= 2]
 
 
-def perplexity(model_dir: str | Path, windows: list[list[int]]) -> float:
-    """exp of the mean cross-entropy over all predicted tokens of the windows, by the engine on CPU."""
-    from lmdeploy_sdk import TurbomindEngineConfig, pipeline
+def perplexity(model_dir: str | Path, windows: list[list[int]], quant_policy: int = 0, device: str = "cpu",
+               top1: list[int] | None = None) -> float:
+    """exp of the mean cross-entropy over all predicted tokens of the windows, by the engine (each
+    window one prefill). top1, if given, gets the most likely next token at every predicted position
+    (quant.kv_accuracy compares them across KV caches)."""
+    from lmdeploy_sdk import TurbomindEngineConfig
+    from lmdeploy_sdk.engine.factory import load
+    from lmdeploy_sdk.engine.scoring import score
 
     longest = max(len(w) for w in windows)
-    config = TurbomindEngineConfig(device="cpu", session_len=longest, cache_max_entry_count=-(-longest // 64) + 1,
-                                   cache_block_seq_len=64, max_batch_size=1)
-    with pipeline(str(model_dir), backend_config=config) as pipe:
-        losses = pipe.get_ppl(windows)
-    predicted = [len(w) - 1 for w in windows]
-    return math.exp(sum(loss * n for loss, n in zip(losses, predicted)) / sum(predicted))
+    config = TurbomindEngineConfig(device=device, session_len=longest, cache_max_entry_count=-(-longest // 64) + 1,
+                                   cache_block_seq_len=64, max_batch_size=1, quant_policy=quant_policy)
+    total = 0.0
+    loaded = load(str(model_dir), config)
+    try:
+        for w in windows:
+            positions: list[int] | None = [] if top1 is not None else None
+            total += loaded.engine.call(lambda e, w=w, out=positions: score(e, w, out)).result() * (len(w) - 1)
+            if top1 is not None:
+                top1 += positions[:-1]  # the last position has no next token to predict
+    finally:
+        loaded.close()
+    return math.exp(total / sum(len(w) - 1 for w in windows))
 
 
 def compare(

@@ -11,7 +11,6 @@ the unquantized cache's, and the perplexity change.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 
@@ -43,26 +42,10 @@ class KVAccuracy:
 
 def score_windows(model_dir: str, windows: list[list[int]], quant_policy: int, device: str) -> Scores:
     """Perplexity and per-position top-1 of the windows under one KV cache setting."""
-    from lmdeploy_sdk import TurbomindEngineConfig
-    from lmdeploy_sdk.engine.factory import load
-    from lmdeploy_sdk.engine.scoring import score
+    from lmdeploy_sdk.lite.compare import perplexity
 
-    longest = max(len(w) for w in windows)
-    config = TurbomindEngineConfig(device=device, session_len=longest, cache_max_entry_count=-(-longest // 64) + 1,
-                                   cache_block_seq_len=64, max_batch_size=1, quant_policy=quant_policy)
     top1: list[int] = []
-    total = 0.0
-    loaded = load(model_dir, config)
-    try:
-        for w in windows:
-            positions: list[int] = []
-            loss = loaded.engine.call(lambda e, w=w, out=positions: score(e, w, out)).result()
-            total += loss * (len(w) - 1)
-            top1 += positions[:-1]  # the last position has no next token to predict
-    finally:
-        loaded.close()
-    predicted = sum(len(w) - 1 for w in windows)
-    return Scores(math.exp(total / predicted), top1)
+    return Scores(perplexity(model_dir, windows, quant_policy, device, top1), top1)
 
 
 def measure(model: str = DEFAULT_MODEL, eval_tokens: int = 8192, eval_seqlen: int = 1024,

@@ -1,6 +1,6 @@
 """Acceptance (AWQ): on the embedded SmolLM2-135M, AWQ w4 g64 keeps at most two thirds of the
 held-out perplexity increase that plain round-to-nearest w4 g64 causes. Both checkpoints are
-written in AutoAWQ's layout and scored through pipeline() (Pipeline.get_ppl), as
+written in AutoAWQ's layout and scored by the engine's scorer (what Pipeline.get_ppl runs), as
 `python -m lmdeploy_sdk.lite.compare` does (docs/quantization.md has its full-size numbers)."""
 from __future__ import annotations
 
