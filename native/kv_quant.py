@@ -49,7 +49,7 @@ def rope_store_kv(
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor | None:
     """reference.rope_store_kv (or, with q, positions and cos_sin None, store_kv) into an
-    int8/int4 cache in one launch; returns the rotated q (None without one)."""
+    int8/int4 cache in one launch; returns q after rope and the cache's rotation (None without q)."""
     # q: [T, Hq, D], k, v: [T, Hkv, D] (strided views allowed); caches [num_blocks, block_size, Hkv, D]
     rope = q is not None
     d = k_cache.head_dim
@@ -147,19 +147,19 @@ def dequantized_view(
 def paged_attention(
     q: torch.Tensor, k_cache: QuantizedKVCache, v_cache: QuantizedKVCache, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    """reference.paged_attention over an int8/int4 cache: q rotated into the stored rows'
-    basis, decode rows on the quantized decode kernel, prefill rows on the 16-bit prefill
-    kernel over a dequantized copy, the output rotated back."""
+    """reference.paged_attention over an int8/int4 cache (q in the stored rows' basis, as
+    rope_store_kv returns it): decode rows on the quantized decode kernel, prefill rows on the
+    16-bit prefill kernel over a dequantized copy, then the output rotated back (one GEMM)."""
     # q: [T, Hq, D] -> [T, Hq, D]
     if not (_caches_served(k_cache, v_cache, q.device) and q.dtype in SUPPORTED_DTYPES) or meta.num_seqs == 0:
         return reference.paged_attention(q, k_cache, v_cache, meta, scale)
-    return k_cache.rotate(_rotated_attention(k_cache.rotate(q), k_cache, v_cache, meta, scale))
+    return k_cache.rotate_fast(_rotated_attention(q, k_cache, v_cache, meta, scale))
 
 
 def _rotated_attention(
     q: torch.Tensor, k_cache: QuantizedKVCache, v_cache: QuantizedKVCache, meta: AttentionMetadata, scale: float
 ) -> torch.Tensor:
-    # q: [T, Hq, D], already rotated -> [T, Hq, D], still rotated
+    # q: [T, Hq, D], in the cache rows' basis -> [T, Hq, D], still in it
     from lmdeploy_sdk.native import paged_attention as attention
     from lmdeploy_sdk.native import paged_decode_quant as decoder
 

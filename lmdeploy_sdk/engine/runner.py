@@ -101,7 +101,7 @@ class ModelRunner:
     def _new_cache(self, num_blocks: int, cfg: ModelConfig) -> torch.Tensor | QuantizedKVCache:
         if self.kv_bits:
             return QuantizedKVCache.zeros(
-                num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device
+                num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim, self.kv_bits, self.device, self.dtype
             )
         shape = (num_blocks, self.block_size, cfg.num_kv_heads, cfg.head_dim)
         return torch.zeros(shape, dtype=self.dtype, device=self.device)

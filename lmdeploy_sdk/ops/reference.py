@@ -137,11 +137,12 @@ def rope_store_kv(
     v_cache: KVCache,
     slot_mapping: torch.Tensor,
 ) -> torch.Tensor:
-    """apply_rope, then store_kv of the rotated k and v; returns the rotated q."""
+    """apply_rope, then store_kv of the rotated k and v; returns the rotated q, as paged_attention
+    over this cache takes it: for an int8/int4 cache also in the stored rows' basis (k_cache.rotate)."""
     # q: [T, Hq, D], k, v: [T, Hkv, D] -> [T, Hq, D]
     q, k = apply_rope(q, k, positions, cos_sin)
     store_kv(k, v, k_cache, v_cache, slot_mapping)
-    return q
+    return k_cache.rotate(q) if isinstance(k_cache, QuantizedKVCache) else q
 
 
 def rms_norm_rope_store_kv(
@@ -201,14 +202,13 @@ def paged_attention(
 
     Covers prefill, chunked prefill, prefill on a cached prefix and decode alike
     (see AttentionMetadata). GQA: query head h reads kv head h // (Hq // Hkv). Over an
-    int8/int4 cache, whose rows are stored rotated, q is rotated first and the output back.
+    int8/int4 cache, whose rows are stored rotated, q comes in their basis (as rope_store_kv
+    returns it) and the output is rotated back.
     """
     # q: [T, Hq, D] -> out: [T, Hq, D]
     rotated = isinstance(k_cache, QuantizedKVCache) and k_cache.rotation is not None
     qdtype = q.dtype
     out = torch.empty(q.shape, dtype=torch.float32 if rotated else q.dtype, device=q.device)
-    if rotated:
-        q = q.float() @ k_cache.rotation
     hq, hkv = q.shape[1], k_cache.shape[2]
     start = 0
     for b, (q_len, kv_len) in enumerate(zip(meta.q_lens_cpu, meta.kv_lens_cpu)):

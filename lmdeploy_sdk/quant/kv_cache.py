@@ -13,8 +13,9 @@ H [D, D] (head dims that are powers of two), which spreads a few large channels 
 them) over all, so one (scale, zero) per row fits far better: on the embedded SmolLM2,
 int8 keys and values went from 98.8% to 99.3% top-1 agreement with the unquantized cache
 and int4's perplexity increase from 9.9% to 4.3%. q.k and p.v are unchanged when queries
-are rotated the same way and the attention output rotated back (H is its own inverse), which
-attention over this cache does (`rotate`).
+are rotated the same way and the attention output rotated back (H is its own inverse): the
+rope + KV-write op returns q already rotated, and attention over this cache rotates its
+output back (`rotate`).
 
 Layout: `values` uint8 [num_blocks, block_size, Hkv, D * bits / 8] (int4: byte j holds
 element j in its low nibble and element j + D/2 in its high one, so the two halves that
@@ -100,25 +101,36 @@ class QuantizedKVCache:
     params: torch.Tensor  # float16 [num_blocks, block_size, Hkv, 2]: (scale, zero) of each row
     bits: int
     rotation: torch.Tensor | None  # float32 [D, D]: hadamard(D), applied to rows before quantizing
+    rotation_lowp: torch.Tensor | None = None  # the same in the model's 16-bit dtype (rotate_fast)
 
     @classmethod
     def zeros(
         cls, num_blocks: int, block_size: int, num_kv_heads: int, head_dim: int, bits: int,
-        device: torch.device | str = "cpu",
+        device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
     ) -> "QuantizedKVCache":
+        """dtype: the model's (a 16-bit one gets a copy of the rotation for rotate_fast)."""
         rows = (num_blocks, block_size, num_kv_heads)
+        rotation = hadamard(head_dim, device)
         return cls(
             values=torch.zeros((*rows, packed_dim(head_dim, bits)), dtype=torch.uint8, device=device),
             params=torch.zeros((*rows, 2), dtype=PARAMS_DTYPE, device=device),
             bits=bits,
-            rotation=hadamard(head_dim, device),
+            rotation=rotation,
+            rotation_lowp=rotation.to(dtype) if rotation is not None and dtype.itemsize == 2 else None,
         )
 
     def rotate(self, x: torch.Tensor) -> torch.Tensor:
-        """x [..., D] in the stored rows' basis (queries before attention, its output after), in x's dtype."""
+        """x [..., D] times the rotation (into the stored rows' basis, or back), in x's dtype."""
         if self.rotation is None:
             return x
         return (x.float() @ self.rotation).to(x.dtype)
+
+    def rotate_fast(self, x: torch.Tensor) -> torch.Tensor:
+        """rotate as one GEMM in x's 16-bit dtype (the native path's attention output); the
+        rounded matrix is H times a factor within 2^-9 of 1, the same for every entry."""
+        if self.rotation_lowp is None or x.dtype != self.rotation_lowp.dtype:
+            return self.rotate(x)
+        return torch.matmul(x, self.rotation_lowp)
 
     @property
     def head_dim(self) -> int:

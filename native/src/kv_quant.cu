@@ -2,10 +2,10 @@
 // format: per (token, kv head) row, codes q = round((x - zero) / scale) with float16
 // (scale, zero) = ((max - min) / levels, min); int4 byte j holds elements j and j + D/2).
 //
-// rope_store_kv_quant: one CTA per token, one warp per head: q heads are rotated and
-// written out, k heads rotated then quantized, v heads quantized (rope off: k and v only,
-// which is store_kv); k and v rows are multiplied by the Hadamard matrix before they are
-// quantized. Lane l holds elements l*E/2 .. of each half of the head (E = D/32), so a rotary
+// rope_store_kv_quant: one CTA per token, one warp per head: q heads get rope and are
+// written out, k heads get rope and are quantized, v heads are quantized (rope off: k and v
+// only, which is store_kv). q, k and v rows are all multiplied by the Hadamard matrix (q is
+// written in the basis the cache stores keys in, as attention over it takes q). Lane l holds elements l*E/2 .. of each half of the head (E = D/32), so a rotary
 // pair (i, i + D/2) and an int4 byte's two nibbles are in one lane: rope and packing need no
 // shuffles; the Hadamard butterflies and the row's min/max do. Rope as torch's (the rotated
 // k is rounded to T before it is quantized); the Hadamard sums round in another order than
@@ -149,9 +149,10 @@ __device__ __forceinline__ void rope_store_kv_quant(
   const int items = num_q_heads + 2 * num_kv_heads;
   for (int item = warp; item < items; item += warps) {
     float x1[D / 64], x2[D / 64];
-    if (item < num_q_heads) {  // a query head: rotate, write out
+    if (item < num_q_heads) {  // a query head: rope, into the cache rows' basis, write out
       load_halves<T, D>(q + t * q_stride_t + item * q_stride_h, lane, x1, x2);
       rotate<T, D>(x1, x2, cs, lane);
+      hadamard_row<D>(x1, x2, lane);
       T* dst = q_out + (static_cast<int64_t>(t) * num_q_heads + item) * D;
 #pragma unroll
       for (int e = 0; e < D / 64; ++e) {
