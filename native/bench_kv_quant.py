@@ -1,6 +1,6 @@
 """Decode attention on a bf16 KV cache vs an int8 and an int4 one, on one GPU; prints a markdown table.
 
-    python -m lmdeploy_sdk.native.bench_kv_quant [--json results.json]
+    python -m lmdeploy_sdk.native.bench_kv_quant [--json results.json] [--sweep]
 
 Decode attention is a pure read of the cache, so the quantized kernel
 (paged_decode_quant) should be faster by about the ratio of bytes read. Each case
@@ -9,7 +9,10 @@ paged_attention.paged_decode on bf16 and paged_decode_quant on int8 and int4 as
 CUDA-graph replays (bench_kernels.time_ms). Every call of a replay reads other blocks
 of one large cache (several copies of the batch), so no call finds the previous one's
 bytes in L2. Bytes read are values + params + Q; their rate is set against a
-device-to-device copy (read + write) measured in the same run.
+device-to-device copy (read + write) measured in the same run. --sweep also times the int8
+and int4 kernels at batch 1 x 32768 for each ring depth and several split counts (the
+heuristic's choice is "auto"), and every kernel on a 256-token context: what a launch costs
+with almost nothing to stream.
 """
 from __future__ import annotations
 
@@ -55,6 +58,46 @@ def metas(batch: int, ctx: int, copies: int) -> tuple[int, list[AttentionMetadat
     return num_blocks, out
 
 
+SWEEP_SPLITS = (None, 16, 24, 32, 33, 48, 64, 66, 99)  # None: the heuristic's choice
+SWEEP_STAGES = (None, 2, 4, 6)  # None: the kernel choice's depth
+FLOOR_CTX = 256
+
+
+def quant_caches(k: torch.Tensor, v: torch.Tensor) -> dict[str, tuple]:
+    """int8 and int4 caches of the same rows (no rotation: the kernel's cost is the same either way)."""
+    return {f"int{bits}": tuple(QuantizedKVCache(*quantize(x, bits), bits=bits, rotation=None) for x in (k, v))
+            for bits in (8, 4)}
+
+
+def random_case(batch: int, ctx: int, min_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
+    """q, K, V (bf16) and the batch descriptions of enough copies to read min_bytes of int4 cache a round."""
+    int4_bytes = 2 * batch * ctx * HKV * (HEAD_DIM // 2 + 4)
+    num_blocks, descs = metas(batch, ctx, max(1, math.ceil(min_bytes / int4_bytes)))
+    q = torch.randn((batch, HQ, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
+    k = torch.randn((num_blocks, BLOCK, HKV, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
+    return q, k, torch.randn_like(k), descs
+
+
+def sweep() -> list[dict]:
+    """Quantized decode at batch 1 x 32768 over (ring depth, splits), and each kernel at FLOOR_CTX."""
+    rows = []
+    for ctx, splits_list, stages_list in ((FLOOR_CTX, (None,), (None,)), (32768, SWEEP_SPLITS, SWEEP_STAGES)):
+        q, k, v, descs = random_case(1, ctx, MIN_BYTES)
+        turn = itertools.cycle(descs)
+        iters = 2 * len(descs) * (20 // len(descs) + 1)
+        us = 1e3 * time_ms(lambda: native_attention.paged_decode(q, k, v, next(turn), SCALE), iters=iters)
+        rows.append({"ctx": ctx, "cache": "bf16", "stages": "auto", "splits": "auto", "us": round(us, 1)})
+        for name, (kc, vc) in quant_caches(k, v).items():
+            for stages, splits in itertools.product(stages_list, splits_list):
+                us = 1e3 * time_ms(
+                    lambda: paged_decode_quant(q, kc, vc, next(turn), SCALE, num_splits=splits, stages=stages),
+                    iters=iters)
+                rows.append({"ctx": ctx, "cache": name, "stages": stages or "auto", "splits": splits or "auto",
+                             "us": round(us, 1)})
+        torch.cuda.empty_cache()
+    return rows
+
+
 def bench_case(batch: int, ctx: int, copy_gbs: float) -> list[dict]:
     tokens = batch * ctx
     bytes_read = {  # K and V of every token and kv head, plus Q
@@ -63,15 +106,9 @@ def bench_case(batch: int, ctx: int, copy_gbs: float) -> list[dict]:
         "int4": 2 * tokens * HKV * (HEAD_DIM // 2 + 4),
     }
     bytes_read = {k: v + batch * HQ * HEAD_DIM * 2 for k, v in bytes_read.items()}
-    copies = max(1, math.ceil(MIN_BYTES / bytes_read["int4"]))
-    num_blocks, descs = metas(batch, ctx, copies)
-    q = torch.randn((batch, HQ, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
-    k = torch.randn((num_blocks, BLOCK, HKV, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
-    v = torch.randn_like(k)
-    caches: dict[str, tuple] = {"bf16": (k, v)}
-    for bits in (8, 4):
-        caches[f"int{bits}"] = tuple(  # no rotation: the kernel's cost is the same either way
-            QuantizedKVCache(*quantize(x, bits), bits=bits, rotation=None) for x in (k, v))
+    q, k, v, descs = random_case(batch, ctx, MIN_BYTES)
+    copies = len(descs)
+    caches: dict[str, tuple] = {"bf16": (k, v), **quant_caches(k, v)}
     rows, base_us = [], None
     for name, (kc, vc) in caches.items():
         attend = native_attention.paged_decode if name == "bf16" else paged_decode_quant
@@ -96,6 +133,8 @@ def bench_case(batch: int, ctx: int, copy_gbs: float) -> list[dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--sweep", action="store_true",
+                        help="also time the quantized kernels over ring depths and split counts (batch 1 x 32768)")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU")
@@ -110,9 +149,16 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(f"| {r['case']} | {r['cache']} | {r['us']:.1f} | {r['speedup']:.2f}x | {r['MB_read']:.1f} "
               f"| {r['GBps']:.0f} | {r['pct_of_copy']:.1f} |")
+    sweep_rows = sweep() if args.sweep else []
+    if sweep_rows:
+        print()
+        print("| context | KV cache | ring stages | splits | µs |")
+        print("|---:|---|---|---|---:|")
+        for r in sweep_rows:
+            print(f"| {r['ctx']} | {r['cache']} | {r['stages']} | {r['splits']} | {r['us']:.1f} |")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"gpu": gpu, "copy_GBps": round(copy_gbs, 1), "decode": rows}, f, indent=2)
+            json.dump({"gpu": gpu, "copy_GBps": round(copy_gbs, 1), "decode": rows, "sweep": sweep_rows}, f, indent=2)
     return 0
 
 

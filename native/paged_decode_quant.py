@@ -75,14 +75,16 @@ def quant_decode_smem(head_dim: int, bits: int, stages: int) -> int:
 
 
 @functools.cache
-def _kernel_choice(device_index: int, sfx: str, head_dim: int, bits: int, nh: int) -> tuple[str, int, int]:
+def _kernel_choice(
+    device_index: int, sfx: str, head_dim: int, bits: int, nh: int, stages_override: int | None = None
+) -> tuple[str, int, int]:
     """(kernel, smem bytes, CTAs per SM). The ring depth: the most CTAs per SM (warps to hide the
     dequantization's latency) among those keeping IN_FLIGHT_BYTES in flight per SM, else the most
-    bytes in flight."""
+    bytes in flight; stages_override (one of STAGES) takes that depth if it fits."""
     per_cta, _ = driver.smem_limits(device_index)
     kernels = driver.device_kernels(device_index)
     options = []
-    for stages in STAGES:
+    for stages in STAGES if stages_override is None else (stages_override,):
         smem = quant_decode_smem(head_dim, bits, stages)
         name = f"paged_decode_q{bits}_{sfx}_d{head_dim}_h{nh}_s{stages}"
         per_sm = kernels.max_active_blocks(MODULE, name, DECODE_THREADS, smem) if smem <= per_cta else 0
@@ -104,11 +106,13 @@ def paged_decode_quant(
     scale: float,
     num_splits: int | None = None,
     out: torch.Tensor | None = None,
+    stages: int | None = None,
 ) -> torch.Tensor:
     """Decode attention (q_len == 1 for every sequence) over an int8/int4 paged cache.
 
     Same contract as paged_attention.paged_decode: num_splits overrides the heuristic;
-    out: a contiguous [B, Hq, D] tensor to write into (default: a new one). The caller
+    out: a contiguous [B, Hq, D] tensor to write into (default: a new one); stages, the
+    cp.async ring's depth (one of STAGES), overrides its choice (bench_kv_quant --sweep). The caller
     checks `served` first. Attends over the rows as stored: where the cache has a
     rotation, q comes rotated and the output goes back rotated (native.kv_quant does both).
     """
@@ -121,11 +125,13 @@ def paged_decode_quant(
     nh = 1 if heads <= HEADS_PER_NTILE else 2
     if num_splits is not None and num_splits < 1:
         raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+    if stages is not None and stages not in STAGES:
+        raise ValueError(f"stages must be one of {STAGES}, got {stages}")
     if batch > DECODE_MAX_BATCH:
         raise ValueError(f"decode attention takes at most {DECODE_MAX_BATCH} sequences a launch, got {batch}")
     sfx = driver.dtype_suffix(q.dtype)
     index = driver.device_index(q.device)
-    kernel, shared_mem, per_sm = _kernel_choice(index, sfx, head_dim, k_cache.bits, nh)
+    kernel, shared_mem, per_sm = _kernel_choice(index, sfx, head_dim, k_cache.bits, nh, stages)
     ctas = batch * (num_q_heads // heads)
     if num_splits is None:
         num_splits = 1 if meta.max_kv_len <= DECODE_MIN_SPLIT else (

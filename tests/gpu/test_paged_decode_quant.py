@@ -136,3 +136,16 @@ def test_served():
     assert not pdq.served(batch.q, kq, v4)  # mixed bits
     b96, k96, v96 = make_batch([10], (8, 2), 96, 16, torch.bfloat16, 8, seed=1)
     assert not pdq.served(b96.q, k96, v96)  # head dim without a kernel
+
+
+@pytest.mark.parametrize("bits", BITS)
+@pytest.mark.parametrize("stages", pdq.STAGES)
+def test_decode_quant_each_ring_depth(bits, stages):
+    """stages (bench_kv_quant --sweep) picks that kernel; every depth gives the reference's result."""
+    batch, kq, vq = long_batch(torch.bfloat16, bits)
+    with recorded_launches() as names:
+        out = pdq.paged_decode_quant(batch.q, kq, vq, batch.meta, 0.088, num_splits=5, stages=stages)
+    assert names[0].endswith(f"_s{stages}")
+    check(batch, kq, vq, 0.088, out)
+    with pytest.raises(ValueError, match="stages must be one of"):
+        pdq.paged_decode_quant(batch.q, kq, vq, batch.meta, 0.088, stages=3)
