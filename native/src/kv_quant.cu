@@ -5,9 +5,10 @@
 // rope_store_kv_quant: one CTA per token, one warp per head: q heads get rope and are
 // written out, k heads get rope and are quantized, v heads are quantized (rope off: k and v
 // only, which is store_kv). q, k and v rows are all multiplied by the Hadamard matrix (q is
-// written in the basis the cache stores keys in, as attention over it takes q). Lane l holds elements l*E/2 .. of each half of the head (E = D/32), so a rotary
-// pair (i, i + D/2) and an int4 byte's two nibbles are in one lane: rope and packing need no
-// shuffles; the Hadamard butterflies and the row's min/max do. Rope as torch's (the rotated
+// written in the basis the cache stores keys in, as attention over it takes q). Lane l
+// holds elements l*E/2 .. of each half of the head (E = D/32), so a rotary pair (i, i + D/2)
+// and an int4 byte's two nibbles are in one lane: rope and packing need no shuffles; the
+// Hadamard butterflies and the row's min/max do. Rope as torch's (the rotated
 // k is rounded to T before it is quantized); the Hadamard sums round in another order than
 // the reference's matmul, so a code may differ from the reference's by one.
 //
