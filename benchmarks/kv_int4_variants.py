@@ -8,8 +8,11 @@ variant needs no kernel. Each prints the share of held-out positions whose top-1
 the unquantized cache's and the perplexity change (as python -m lmdeploy_sdk.quant.kv_accuracy,
 whose windows it scores). Offsets: moving every key by one vector leaves the softmax unchanged
 and moving every value by one vector moves the output by it, so a mean can be taken out before
-quantizing and the result is exact apart from the quantization. --no-layers skips the sweep
-that quantizes the keys of one layer at a time; --no-prompts the scoring of the model's own
+quantizing and the result is exact apart from the quantization. The last variants keep the
+most recent keys and values in 16 bits (a sliding window, or the sequence's block still being
+filled) or quantize keys per channel over groups of tokens (KIVI's layout); they are applied
+when attention reads the cache, so they need no change to what is stored. --no-layers skips the
+sweep that quantizes the keys of one layer at a time; --no-prompts the scoring of the model's own
 greedy answers. docs/kv_cache_quantization.md quotes its output.
 """
 from __future__ import annotations
@@ -35,6 +38,14 @@ class Variant:
     k_offset: str = "none"  # none | window (mean over the prefill's tokens) | block (per 64 tokens)
     v_offset: str = "none"
     k_bits_by_layer: dict[int, int] = field(default_factory=dict)
+    exact_recent: int = 0  # the last N keys and values before each query stay 16-bit (sliding)
+    exact_open_block: int = 0  # the query's block of this many tokens stays 16-bit until it is full
+    k_channel_group: int = 0  # keys quantized per channel over groups of this many tokens (KIVI)
+
+    @property
+    def at_read(self) -> bool:
+        """Applied when attention reads the cache (patched_attention) rather than when it is written."""
+        return bool(self.exact_recent or self.exact_open_block or self.k_channel_group)
 
 
 def offset(x: torch.Tensor, how: str) -> torch.Tensor:
@@ -59,6 +70,61 @@ def fake_quantize(x: torch.Tensor, bits: int, how: str) -> torch.Tensor:
     b = offset(x, how)
     h = hadamard(x.shape[-1])
     return dequantize(*quantize((x - b) @ h, bits), bits) @ h + b
+
+
+def fake_quantize_channels(x: torch.Tensor, bits: int, group: int) -> torch.Tensor:
+    """x quantized per channel over groups of `group` consecutive tokens (asymmetric, float16 scale and zero)."""
+    # x: [T, H, D] -> float32 [T, H, D]
+    t = x.shape[0]
+    pad = (-t) % group
+    padded = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
+    groups = padded.float().view(-1, group, *x.shape[1:])
+    lo, hi = groups.amin(1, keepdim=True), groups.amax(1, keepdim=True)
+    levels = (1 << bits) - 1
+    scale = ((hi - lo) / levels).half().float()
+    zero = lo.half().float()
+    codes = torch.where(scale > 0, ((groups - zero) / torch.where(scale > 0, scale, 1.0)).round().clamp(0, levels), 0.0)
+    return (codes * scale + zero).view(-1, *x.shape[1:])[:t]
+
+
+@contextlib.contextmanager
+def patched_attention(variant: Variant):
+    """reference.paged_attention over an unquantized cache, reading older rows fake-quantized
+    and the variant's recent rows as stored (one sequence per call, as the scored windows are)."""
+    original = reference.paged_attention
+
+    def paged_attention(q, k_cache, v_cache, meta, scale):
+        # q: [T, Hq, D] -> [T, Hq, D]
+        out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+        group = q.shape[1] // k_cache.shape[2]
+        start = 0
+        for b, (q_len, kv_len) in enumerate(zip(meta.q_lens_cpu, meta.kv_lens_cpu)):
+            k = reference.gather_kv(k_cache, meta.block_tables[b], kv_len).float()  # [kv_len, Hkv, D]
+            v = reference.gather_kv(v_cache, meta.block_tables[b], kv_len).float()
+            k_read = (fake_quantize_channels(k, variant.k_bits, variant.k_channel_group) if variant.k_channel_group
+                      else fake_quantize(k, variant.k_bits, "none"))
+            v_read = fake_quantize(v, variant.v_bits, "none")
+            k, v, k_read, v_read = (x.transpose(0, 1).repeat_interleave(group, 0) for x in (k, v, k_read, v_read))
+            qb = q[start : start + q_len].transpose(0, 1).float()  # [Hq, q_len, D]
+            q_pos = torch.arange(kv_len - q_len, kv_len, device=q.device).unsqueeze(1)
+            k_pos = torch.arange(kv_len, device=q.device).unsqueeze(0)
+            exact = torch.zeros_like(k_pos > q_pos)  # [q_len, kv_len]: this key read as stored
+            if variant.exact_recent:
+                exact |= k_pos > q_pos - variant.exact_recent
+            if variant.exact_open_block:
+                exact |= k_pos >= (q_pos + 1) // variant.exact_open_block * variant.exact_open_block
+            scores = torch.where(exact, qb @ k.transpose(1, 2), qb @ k_read.transpose(1, 2)) * scale
+            probs = torch.softmax(scores.masked_fill(k_pos > q_pos, float("-inf")), dim=-1)
+            recent = probs * exact
+            out[start : start + q_len] = (recent @ v + (probs - recent) @ v_read).transpose(0, 1).to(out.dtype)
+            start += q_len
+        return out
+
+    reference.paged_attention = paged_attention
+    try:
+        yield
+    finally:
+        reference.paged_attention = original
 
 
 @contextlib.contextmanager
@@ -86,7 +152,11 @@ def agreement(ref: list[int], got: list[int]) -> float:
 
 
 def score(model_dir: str, windows: list[list[int]], variant: Variant | None, num_layers: int):
-    with patched_store(variant, num_layers) if variant else contextlib.nullcontext():
+    if variant is None:
+        patch = contextlib.nullcontext()
+    else:
+        patch = patched_attention(variant) if variant.at_read else patched_store(variant, num_layers)
+    with patch:
         return score_windows(model_dir, windows, 0, "cpu")
 
 
@@ -141,6 +211,11 @@ def main(argv: list[str] | None = None) -> int:
         Variant("keys and values minus their window means", k_offset="window", v_offset="window"),
         Variant("keys and values minus their 64-token block means", k_offset="block", v_offset="block"),
         Variant("int4 values minus their window mean, keys in 16 bits", k_bits=16, v_offset="window"),
+        Variant("int4, the last 32 tokens before each query in 16 bits", exact_recent=32),
+        Variant("int4, the last 64 tokens before each query in 16 bits", exact_recent=64),
+        Variant("int4, the block of 64 being filled in 16 bits", exact_open_block=64),
+        Variant("int4 keys per channel over 64-token groups (KIVI), values per row, the open group in 16 bits",
+                k_channel_group=64, exact_open_block=64),
     ]
     if not args.no_layers:
         variants += [Variant(f"int4 keys in layer {i} only", k_bits=16, v_bits=16, k_bits_by_layer={i: 4})
