@@ -69,10 +69,22 @@ def quant_caches(k: torch.Tensor, v: torch.Tensor) -> dict[str, tuple]:
             for bits in (8, 4)}
 
 
+def cache_bytes(cache: str, tokens: int) -> int:
+    """Bytes of K and V of `tokens` tokens (every kv head) in a bf16, int8 or int4 cache, scale/zero pairs included."""
+    row = {"bf16": HEAD_DIM * 2, "int8": HEAD_DIM + 4, "int4": HEAD_DIM // 2 + 4}[cache]
+    return 2 * tokens * HKV * row
+
+
+def replay_us(attend, descs: list[AttentionMetadata]) -> float:
+    """Microseconds a call of attend(desc) takes in graph replays that cycle over the copies."""
+    turn = itertools.cycle(descs)
+    return 1e3 * time_ms(lambda: attend(next(turn)), iters=2 * len(descs) * (20 // len(descs) + 1))
+
+
 def random_case(batch: int, ctx: int, min_bytes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list]:
     """q, K, V (bf16) and the batch descriptions of enough copies to read min_bytes of int4 cache a round."""
-    int4_bytes = 2 * batch * ctx * HKV * (HEAD_DIM // 2 + 4)
-    num_blocks, descs = metas(batch, ctx, max(1, math.ceil(min_bytes / int4_bytes)))
+    copies = max(1, math.ceil(min_bytes / cache_bytes("int4", batch * ctx)))
+    num_blocks, descs = metas(batch, ctx, copies)
     q = torch.randn((batch, HQ, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
     k = torch.randn((num_blocks, BLOCK, HKV, HEAD_DIM), device="cuda", dtype=torch.bfloat16)
     return q, k, torch.randn_like(k), descs
@@ -83,15 +95,12 @@ def sweep() -> list[dict]:
     rows = []
     for ctx, splits_list, stages_list in ((FLOOR_CTX, (None,), (None,)), (32768, SWEEP_SPLITS, SWEEP_STAGES)):
         q, k, v, descs = random_case(1, ctx, MIN_BYTES)
-        turn = itertools.cycle(descs)
-        iters = 2 * len(descs) * (20 // len(descs) + 1)
-        us = 1e3 * time_ms(lambda: native_attention.paged_decode(q, k, v, next(turn), SCALE), iters=iters)
+        us = replay_us(lambda d: native_attention.paged_decode(q, k, v, d, SCALE), descs)
         rows.append({"ctx": ctx, "cache": "bf16", "stages": "auto", "splits": "auto", "us": round(us, 1)})
         for name, (kc, vc) in quant_caches(k, v).items():
             for stages, splits in itertools.product(stages_list, splits_list):
-                us = 1e3 * time_ms(
-                    lambda: paged_decode_quant(q, kc, vc, next(turn), SCALE, num_splits=splits, stages=stages),
-                    iters=iters)
+                us = replay_us(
+                    lambda d: paged_decode_quant(q, kc, vc, d, SCALE, num_splits=splits, stages=stages), descs)
                 rows.append({"ctx": ctx, "cache": name, "stages": stages or "auto", "splits": splits or "auto",
                              "us": round(us, 1)})
         torch.cuda.empty_cache()
@@ -99,21 +108,14 @@ def sweep() -> list[dict]:
 
 
 def bench_case(batch: int, ctx: int, copy_gbs: float) -> list[dict]:
-    tokens = batch * ctx
-    bytes_read = {  # K and V of every token and kv head, plus Q
-        "bf16": 2 * tokens * HKV * HEAD_DIM * 2,
-        "int8": 2 * tokens * HKV * (HEAD_DIM + 4),
-        "int4": 2 * tokens * HKV * (HEAD_DIM // 2 + 4),
-    }
-    bytes_read = {k: v + batch * HQ * HEAD_DIM * 2 for k, v in bytes_read.items()}
     q, k, v, descs = random_case(batch, ctx, MIN_BYTES)
-    copies = len(descs)
     caches: dict[str, tuple] = {"bf16": (k, v), **quant_caches(k, v)}
+    # K and V of every token and kv head, plus Q
+    bytes_read = {name: cache_bytes(name, batch * ctx) + batch * HQ * HEAD_DIM * 2 for name in caches}
     rows, base_us = [], None
     for name, (kc, vc) in caches.items():
         attend = native_attention.paged_decode if name == "bf16" else paged_decode_quant
-        turn = itertools.cycle(descs)
-        us = 1e3 * time_ms(lambda: attend(q, kc, vc, next(turn), SCALE), iters=2 * copies * (20 // copies + 1))
+        us = replay_us(lambda d: attend(q, kc, vc, d, SCALE), descs)
         base_us = base_us or us
         gbs = bytes_read[name] / us / 1e3
         rows.append({
