@@ -48,16 +48,26 @@ class Variant:
         return bool(self.exact_recent or self.exact_open_block or self.k_channel_group)
 
 
+def token_groups(x: torch.Tensor, group: int) -> torch.Tensor:
+    """x's rows in groups of `group` consecutive tokens, the last group padded with the last row."""
+    # x: [T, H, D] -> [ceil(T / group), group, H, D]
+    pad = (-x.shape[0]) % group
+    padded = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
+    return padded.view(-1, group, *x.shape[1:])
+
+
+def ungroup(groups: torch.Tensor, t: int) -> torch.Tensor:
+    # [n, group, H, D] -> the first t rows, [t, H, D]
+    return groups.reshape(-1, *groups.shape[2:])[:t]
+
+
 def offset(x: torch.Tensor, how: str) -> torch.Tensor:
     # x: [T, H, D] -> the vector subtracted from each row, [T, H, D]
     if how == "window":
         return x.mean(0, keepdim=True).expand_as(x)
     if how == "block":
-        t = x.shape[0]
-        pad = (-t) % BLOCK
-        padded = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
-        means = padded.view(-1, BLOCK, *x.shape[1:]).mean(1, keepdim=True)
-        return means.expand(-1, BLOCK, *x.shape[1:]).reshape(-1, *x.shape[1:])[:t]
+        groups = token_groups(x, BLOCK)
+        return ungroup(groups.mean(1, keepdim=True).expand_as(groups), x.shape[0])
     return torch.zeros_like(x)
 
 
@@ -75,16 +85,13 @@ def fake_quantize(x: torch.Tensor, bits: int, how: str) -> torch.Tensor:
 def fake_quantize_channels(x: torch.Tensor, bits: int, group: int) -> torch.Tensor:
     """x quantized per channel over groups of `group` consecutive tokens (asymmetric, float16 scale and zero)."""
     # x: [T, H, D] -> float32 [T, H, D]
-    t = x.shape[0]
-    pad = (-t) % group
-    padded = torch.cat([x, x[-1:].expand(pad, *x.shape[1:])]) if pad else x
-    groups = padded.float().view(-1, group, *x.shape[1:])
+    groups = token_groups(x.float(), group)
     lo, hi = groups.amin(1, keepdim=True), groups.amax(1, keepdim=True)
     levels = (1 << bits) - 1
     scale = ((hi - lo) / levels).half().float()
     zero = lo.half().float()
     codes = torch.where(scale > 0, ((groups - zero) / torch.where(scale > 0, scale, 1.0)).round().clamp(0, levels), 0.0)
-    return (codes * scale + zero).view(-1, *x.shape[1:])[:t]
+    return ungroup(codes * scale + zero, x.shape[0])
 
 
 @contextlib.contextmanager
